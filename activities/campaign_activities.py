@@ -1,0 +1,256 @@
+"""Activities of the CampaignWorkflow: start items in batches, reconcile, publish the dataset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.item_activities import outcome_of
+from db.models import Campaign, Consensus, DatasetVersion, Item, Response, utcnow
+from quality import krippendorff_alpha_nominal
+from schemas.annotations import ResponseBody
+from schemas.workflow_io import (
+    CampaignPlan,
+    CampaignStatusInput,
+    FinishedItem,
+    ItemInput,
+    OpenItemsInput,
+    OpenItemsResult,
+    PublishInput,
+    PublishResult,
+    ReconcileInput,
+    ReconcileResult,
+    item_id_for,
+    item_workflow_id,
+)
+from storage import ObjectStore, PublishRequest, publish_version
+
+# Starting workflows is one RPC each; a few dozen at once keeps the server busy without
+# flooding it.
+START_CONCURRENCY = 32
+
+
+class CampaignActivities:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], client: Client, store: ObjectStore
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._store = store
+
+    @activity.defn
+    async def load_plan(self, campaign_id: str) -> CampaignPlan:
+        async with self._sessions.begin() as session:
+            campaign = await session.get(Campaign, campaign_id)
+            if campaign is None:
+                raise RuntimeError(f"campaign {campaign_id} is not in the database")
+            if campaign.status == "created":
+                campaign.status = "running"
+            return CampaignPlan(total=campaign.item_count, window=campaign.window)
+
+    @activity.defn
+    async def open_items(self, input: OpenItemsInput) -> OpenItemsResult:
+        """Start the ItemWorkflows of a batch, then open the items to annotators.
+
+        Workflows first: an item must never be claimable before its workflow can receive the
+        answer. A retry re-runs both steps; both are idempotent.
+        """
+        async with self._sessions() as session:
+            campaign = await session.get(Campaign, input.campaign_id)
+            if campaign is None:
+                raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
+            reconcile = campaign.lease_timeout_s
+            k, review_timeout = campaign.annotators_per_image, campaign.review_timeout_s
+
+        ordinals = range(input.first_ordinal, input.first_ordinal + input.count)
+        semaphore = asyncio.Semaphore(START_CONCURRENCY)
+        task_queue = activity.info().task_queue
+
+        async def start(ordinal: int) -> bool:
+            async with semaphore:
+                try:
+                    await self._client.start_workflow(
+                        "ItemWorkflow",
+                        ItemInput(
+                            campaign_id=input.campaign_id,
+                            item_id=item_id_for(input.campaign_id, ordinal),
+                            ordinal=ordinal,
+                            annotators_per_image=k,
+                            reconcile_seconds=reconcile,
+                            review_timeout_seconds=review_timeout,
+                        ),
+                        id=item_workflow_id(input.campaign_id, ordinal),
+                        task_queue=task_queue,
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    )
+                except WorkflowAlreadyStartedError:
+                    return False  # finished already: an earlier attempt ran it to the end
+                activity.heartbeat(ordinal)
+                return True  # started now, or still running from an earlier attempt
+
+        results = await asyncio.gather(*(start(n) for n in ordinals))
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Item)
+                .where(
+                    Item.campaign_id == input.campaign_id,
+                    Item.ordinal >= input.first_ordinal,
+                    Item.ordinal < input.first_ordinal + input.count,
+                    Item.status == "pending",
+                )
+                .values(status="open", opened_at=utcnow())
+            )
+        running = sum(results)
+        return OpenItemsResult(running=running, already_finished=len(results) - running)
+
+    @activity.defn
+    async def reconcile_in_flight(self, input: ReconcileInput) -> ReconcileResult:
+        if not input.ordinals:
+            return ReconcileResult(finished=[])
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Item.ordinal, Consensus.method)
+                .join(Consensus, Consensus.item_id == Item.id)
+                .where(Item.campaign_id == input.campaign_id, Item.ordinal.in_(input.ordinals))
+            )
+            return ReconcileResult(
+                finished=[FinishedItem(ordinal=o, outcome=outcome_of(m)) for o, m in rows.all()]
+            )
+
+    @activity.defn
+    async def set_status(self, input: CampaignStatusInput) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Campaign).where(Campaign.id == input.campaign_id).values(status=input.status)
+            )
+
+    @activity.defn
+    async def publish(self, input: PublishInput) -> PublishResult:
+        """Publish every final label of the campaign as a new immutable dataset version."""
+        async with self._sessions() as session:
+            campaign = await session.get(Campaign, input.campaign_id)
+            if campaign is None:
+                raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
+            records, class_counts, agreement = await _campaign_records(session, campaign)
+
+        request = PublishRequest(
+            dataset=campaign.dataset,
+            publish_id=input.publish_id,
+            campaigns=(campaign.id,),
+            created_by=f"campaign:{campaign.id}",
+            records=records,
+            class_counts=class_counts,
+            agreement=agreement,
+            extra={"campaign_name": campaign.name, "ontology": campaign.spec["ontology"]},
+        )
+        activity.heartbeat("publishing")
+        version = await asyncio.to_thread(publish_version, self._store, request)
+
+        async with self._sessions.begin() as session:
+            known = await session.scalar(
+                select(DatasetVersion).where(DatasetVersion.publish_id == input.publish_id)
+            )
+            if known is None:
+                session.add(
+                    DatasetVersion(
+                        dataset=version.dataset,
+                        version=version.version,
+                        campaign_id=campaign.id,
+                        publish_id=input.publish_id,
+                        manifest_uri=version.manifest_uri,
+                        item_count=version.item_count,
+                    )
+                )
+            await session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign.id)
+                .values(
+                    status="completed",
+                    published_version=version.version,
+                    manifest_uri=version.manifest_uri,
+                )
+            )
+        return PublishResult(
+            dataset=version.dataset,
+            version=version.version,
+            manifest_uri=version.manifest_uri,
+            item_count=version.item_count,
+        )
+
+
+async def _campaign_records(
+    session: AsyncSession, campaign: Campaign
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """Label records with their provenance, class counts, and the campaign's agreement."""
+    answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for response in await session.scalars(
+        select(Response)
+        .where(Response.campaign_id == campaign.id)
+        .order_by(Response.item_id, Response.submitted_at)
+    ):
+        answers[response.item_id].append(
+            {
+                "response_id": response.id,
+                "annotator_id": response.annotator_id,
+                "labels": ResponseBody.model_validate(response.body).labels(),
+                "submitted_at": response.submitted_at.isoformat(),
+                "late": response.late,
+            }
+        )
+
+    rows = await session.execute(
+        select(Item, Consensus)
+        .join(Consensus, Consensus.item_id == Item.id)
+        .where(Item.campaign_id == campaign.id)
+        .order_by(Item.ordinal)
+    )
+    records: list[dict[str, Any]] = []
+    class_counts: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    agreements: list[float] = []
+    for item, consensus in rows.tuples():
+        labels = ResponseBody.model_validate(consensus.body).labels()
+        class_counts.update(labels)
+        methods[consensus.method] += 1
+        agreements.append(consensus.agreement)
+        records.append(
+            {
+                "item_id": item.id,
+                "campaign_id": campaign.id,
+                "image": item.uri,
+                "labels": labels,
+                "objects": consensus.body["objects"],
+                "confidence": consensus.confidence,
+                "agreement": consensus.agreement,
+                "method": consensus.method,
+                "responses": answers.get(item.id, []),
+                "review_id": consensus.review_id,
+                "reviewer_id": consensus.reviewer_id,
+                "workflow_id": consensus.workflow_id,
+                "run_id": consensus.run_id,
+                "finalized_at": consensus.finalized_at.isoformat(),
+            }
+        )
+
+    single_label = not campaign.spec["ontology"].get("multi_label", False)
+    alpha = None
+    if single_label and answers:
+        units = [[a["labels"][0] for a in item_answers if a["labels"]] for item_answers in answers.values()]
+        value = krippendorff_alpha_nominal(units)
+        alpha = None if value != value else value  # nan (no variation at all) is reported as null
+    agreement = {
+        "items": len(records),
+        "mean_item_agreement": sum(agreements) / len(agreements) if agreements else None,
+        "krippendorff_alpha_nominal": alpha,
+        "methods": dict(methods),
+    }
+    return records, dict(class_counts), agreement

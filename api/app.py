@@ -1,0 +1,102 @@
+"""The FastAPI application: routers, error rendering, and the lifespan that opens connections."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api import campaign_routes, review_routes, task_routes
+from api.context import AppContext
+from db.engine import create_engine, create_sessionmaker
+from infra.settings import Settings, get_settings
+from infra.temporal_client import connect
+from services.errors import QuorumError
+from storage import open_store, s3_client
+
+
+def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(parts) or "(request)"
+
+
+async def _quorum_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuorumError)
+    return JSONResponse(
+        status_code=exc.status_code,
+        content={
+            "error": exc.code,
+            "message": exc.message,
+            "errors": [e.model_dump() for e in exc.errors],
+        },
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_of(e["loc"]), "message": "this field is required"
+         if e["type"] == "missing" else e["msg"]}
+        for e in exc.errors()
+    ]
+    return JSONResponse(
+        status_code=422,
+        content={
+            "error": "invalid",
+            "message": "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            "errors": errors,
+        },
+    )
+
+
+async def build_context(settings: Settings) -> tuple[AppContext, Any]:
+    engine = create_engine(settings.database_url, echo=settings.database.echo,
+                           pool_size=settings.database.pool_size)
+    client = await connect(settings.temporal)
+    uses_s3 = settings.store.backend == "s3" or settings.s3.endpoint_url is not None
+    ctx = AppContext(
+        settings=settings,
+        sessions=create_sessionmaker(engine),
+        temporal=client,
+        store=open_store(settings.store, settings.s3, settings.home),
+        s3_client=s3_client(settings.s3) if uses_s3 else None,
+    )
+    return ctx, engine
+
+
+def create_app(ctx: AppContext | None = None, settings: Settings | None = None) -> FastAPI:
+    """The app. Tests hand in a ready context; a server builds one from settings at startup."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ctx is not None:
+            app.state.ctx = ctx
+            yield
+            return
+        built, engine = await build_context(settings or get_settings())
+        app.state.ctx = built
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="Quorum", version="0.1.0", lifespan=lifespan)
+    if ctx is not None:
+        app.state.ctx = ctx  # also usable without running the lifespan (httpx ASGITransport)
+    app.add_exception_handler(QuorumError, _quorum_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(campaign_routes.router)
+    app.include_router(task_routes.router)
+    app.include_router(review_routes.router)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

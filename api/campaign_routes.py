@@ -1,0 +1,97 @@
+"""Operators: launch campaigns, see their status, and register the workforce."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.context import Context, Operator, Session
+from db.models import Campaign
+from services.campaigns import campaign_status, create_campaign, start_campaign, validate_spec
+from services.people import create_person
+
+router = APIRouter(tags=["operators"])
+
+
+class CampaignCreated(BaseModel):
+    id: str
+    name: str
+    item_count: int
+    workflow_id: str | None
+    status: str
+
+
+@router.post("/campaigns", status_code=201, response_model=CampaignCreated)
+async def launch_campaign(
+    ctx: Context,
+    _: Operator,
+    spec: dict[str, Any] = Body(..., description="A campaign spec (see schemas/campaign_spec.py)"),
+    dry_run: bool = Query(False, description="Validate only; store and start nothing."),
+) -> CampaignCreated:
+    parsed = validate_spec(spec)
+    if dry_run:
+        return CampaignCreated(id="", name=parsed.name, item_count=0, workflow_id=None,
+                               status="valid")
+    campaign = await create_campaign(
+        ctx.sessions, parsed, created_by="operator", s3_client=ctx.s3_client
+    )
+    workflow_id = await start_campaign(
+        ctx.sessions, ctx.temporal, campaign.id, ctx.settings.temporal.task_queue
+    )
+    return CampaignCreated(id=campaign.id, name=campaign.name, item_count=campaign.item_count,
+                           workflow_id=workflow_id, status="running")
+
+
+@router.post("/campaigns/{campaign_id}/start", response_model=CampaignCreated)
+async def resume_start(campaign_id: str, ctx: Context, _: Operator) -> CampaignCreated:
+    workflow_id = await start_campaign(
+        ctx.sessions, ctx.temporal, campaign_id, ctx.settings.temporal.task_queue
+    )
+    async with ctx.sessions() as session:
+        campaign = await session.get(Campaign, campaign_id)
+        assert campaign is not None
+        return CampaignCreated(id=campaign.id, name=campaign.name,
+                               item_count=campaign.item_count, workflow_id=workflow_id,
+                               status=campaign.status)
+
+
+@router.get("/campaigns")
+async def list_campaigns(session: Session, _: Operator) -> list[dict[str, Any]]:
+    rows = await session.scalars(select(Campaign).order_by(Campaign.created_at.desc()).limit(200))
+    return [
+        {"id": c.id, "name": c.name, "status": c.status, "item_count": c.item_count,
+         "dataset": c.dataset, "published_version": c.published_version}
+        for c in rows
+    ]
+
+
+@router.get("/campaigns/{campaign_id}")
+async def get_campaign(campaign_id: str, session: Session, _: Operator) -> dict[str, Any]:
+    return await campaign_status(session, campaign_id)
+
+
+class PersonIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["annotator", "expert"] = "annotator"
+    external_id: str | None = Field(None, max_length=128)
+    max_concurrent: int = Field(1, ge=1, le=100)
+    skills: list[str] = Field(default_factory=list)
+
+
+class PersonCreated(BaseModel):
+    id: str
+    name: str
+    role: str
+    token: str = Field(description="Shown once: only its hash is stored.")
+
+
+@router.post("/people", status_code=201, response_model=PersonCreated)
+async def register_person(body: PersonIn, session: Session, _: Operator) -> PersonCreated:
+    person, token = await create_person(
+        session, name=body.name, role=body.role, external_id=body.external_id,
+        max_concurrent=body.max_concurrent, skills=body.skills,
+    )
+    return PersonCreated(id=person.id, name=person.name, role=person.role, token=token)

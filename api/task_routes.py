@@ -1,0 +1,154 @@
+"""Annotators: get the next image, submit an answer, skip.
+
+A submission is acknowledged only after its row is committed; then the ItemWorkflow is
+signalled. If the signal fails (Temporal unreachable, the API crashes right after the commit),
+the answer is still safe: the workflow reconciles with the database on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from api.context import AppContext, Context, Person
+from db.models import Assignment, Campaign, Item
+from schemas.annotations import ResponseBody, TagObject
+from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
+from services.errors import NOT_YOUR_ASSIGNMENT, Forbidden, NotFound
+from services.task_assignment import (
+    annotator_progress,
+    claim_next,
+    skip_assignment,
+    submit_response,
+)
+
+router = APIRouter(tags=["annotators"])
+log = logging.getLogger("quorum.api")
+
+
+class TaskOut(BaseModel):
+    assignment_id: str
+    item_id: str
+    image_url: str
+    lease_expires_at: datetime
+    resumed: bool
+
+
+class NextTask(BaseModel):
+    task: TaskOut | None
+    message: str
+    answered: int
+    ontology: dict[str, Any]
+
+
+@router.post("/campaigns/{campaign_id}/tasks/next", response_model=NextTask)
+async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
+    async with ctx.sessions.begin() as session:
+        task = await claim_next(session, person, campaign_id)
+        campaign = await session.get(Campaign, campaign_id)
+        assert campaign is not None
+        answered = await annotator_progress(session, person.id, campaign_id)
+    if task is None:
+        return NextTask(task=None, answered=answered, ontology=campaign.spec["ontology"],
+                        message="No image needs you right now. Thank you!")
+    return NextTask(
+        task=TaskOut(
+            assignment_id=task.assignment.id,
+            item_id=task.item.id,
+            image_url=f"/campaigns/{campaign_id}/tasks/{task.assignment.id}/image",
+            lease_expires_at=task.assignment.lease_expires_at,
+            resumed=task.resumed,
+        ),
+        answered=answered,
+        ontology=campaign.spec["ontology"],
+        message="resumed your open task" if task.resumed else "new task",
+    )
+
+
+class SubmissionIn(BaseModel):
+    idempotency_key: str = Field(
+        min_length=8, max_length=128,
+        description="Chosen by the client, reused when it retries: a repeat is counted once.",
+    )
+    objects: list[TagObject]
+
+
+class SubmissionOut(BaseModel):
+    response_id: str
+    duplicate: bool
+    late: bool
+    counted: bool = True
+
+
+@router.post("/campaigns/{campaign_id}/tasks/{assignment_id}/response", response_model=SubmissionOut)
+async def submit(
+    campaign_id: str, assignment_id: str, body: SubmissionIn, ctx: Context, person: Person
+) -> SubmissionOut:
+    async with ctx.sessions.begin() as session:
+        submission = await submit_response(
+            session, person, assignment_id, campaign_id=campaign_id,
+            idempotency_key=body.idempotency_key,
+            body=ResponseBody(objects=body.objects),
+        )
+    await signal_response(ctx, campaign_id, submission.ordinal, submission.response.id, person.id)
+    return SubmissionOut(response_id=submission.response.id, duplicate=submission.duplicate,
+                         late=submission.late)
+
+
+async def signal_response(
+    ctx: AppContext, campaign_id: str, ordinal: int, response_id: str, annotator_id: str
+) -> None:
+    try:
+        await ctx.temporal.get_workflow_handle(item_workflow_id(campaign_id, ordinal)).signal(
+            SIGNAL_RESPONSE_SUBMITTED,
+            ResponseSubmitted(response_id=response_id, annotator_id=annotator_id),
+        )
+    except Exception:  # the answer is committed; the workflow's reconciliation will find it
+        log.warning("signal for response %s failed; the workflow will reconcile", response_id,
+                    exc_info=True)
+
+
+@router.post("/campaigns/{campaign_id}/tasks/{assignment_id}/skip")
+async def skip(campaign_id: str, assignment_id: str, ctx: Context, person: Person) -> dict[str, str]:
+    async with ctx.sessions.begin() as session:
+        assignment = await skip_assignment(session, person, assignment_id, campaign_id=campaign_id)
+    return {"assignment_id": assignment.id, "state": assignment.state}
+
+
+@router.get("/campaigns/{campaign_id}/tasks/{assignment_id}/image")
+async def task_image(campaign_id: str, assignment_id: str, ctx: Context, person: Person) -> Response:
+    async with ctx.sessions() as session:
+        assignment = await session.get(Assignment, assignment_id)
+        if assignment is None or assignment.campaign_id != campaign_id:
+            raise NotFound(f"no assignment {assignment_id} in campaign {campaign_id}")
+        if assignment.annotator_id != person.id:
+            raise Forbidden(NOT_YOUR_ASSIGNMENT)
+        item = await session.get(Item, assignment.item_id)
+        assert item is not None
+    return image_response(ctx, item.uri)
+
+
+def image_response(ctx: AppContext, uri: str) -> Response:
+    """Serve a local image, or redirect to a short-lived presigned URL for S3 and the web."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+        if not path.is_file():
+            raise NotFound(f"image {uri} is missing")
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0])
+    if parsed.scheme == "s3" and ctx.s3_client is not None:
+        url = ctx.s3_client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+            ExpiresIn=ctx.settings.s3.presign_seconds,
+        )
+        return RedirectResponse(url, status_code=307)
+    return RedirectResponse(uri, status_code=307)

@@ -1,0 +1,104 @@
+"""Where Quorum's servers are: one settings object, read from the environment.
+
+Every variable starts with ``QUORUM_``; nested groups use a double underscore, e.g.
+``QUORUM_DATABASE__URL`` or ``QUORUM_S3__ENDPOINT_URL``. The defaults are the embedded stack:
+SQLite, a local dataset store, and a Temporal dev server on localhost:7233.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "change-me", "dev-operator-token", "dev-signing-key"}
+
+
+def default_home() -> Path:
+    """The directory for Quorum's local state and built tools (outside any clone)."""
+    return Path(os.environ.get("QUORUM_HOME", Path.home() / ".cache" / "quorum"))
+
+
+class TemporalSettings(BaseModel):
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "quorum"
+    ui_url: str = "http://localhost:8233"
+    # TLS for a real cluster (Temporal Cloud or a self-hosted one behind mTLS).
+    tls: bool = False
+    api_key: SecretStr | None = None
+
+
+class DatabaseSettings(BaseModel):
+    # sqlite+aiosqlite:///path or postgresql+asyncpg://user:pass@host:port/db
+    url: str = ""
+    echo: bool = False
+    pool_size: int = 10
+
+    def resolved_url(self, home: Path) -> str:
+        return self.url or f"sqlite+aiosqlite:///{home / 'data' / 'quorum.db'}"
+
+
+class StoreSettings(BaseModel):
+    """The dataset store: a local directory (embedded default) or an S3 bucket."""
+
+    backend: Literal["local", "s3"] = "local"
+    local_root: str = ""
+    bucket: str = "quorum-datasets"
+    prefix: str = ""
+
+    def resolved_root(self, home: Path) -> Path:
+        return Path(self.local_root) if self.local_root else home / "data" / "datasets"
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None  # None means AWS itself
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    presign_seconds: int = 300
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The operator's bearer token; annotators and experts get their own tokens from the API.
+    operator_token: SecretStr = SecretStr("dev-operator-token")
+    # Where the API can be reached by simulated annotators and links it prints.
+    public_url: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUORUM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    home: Path = Field(default_factory=default_home)
+    temporal: TemporalSettings = TemporalSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    store: StoreSettings = StoreSettings()
+    s3: S3Settings = S3Settings()
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.api.operator_token.get_secret_value() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "QUORUM_API__OPERATOR_TOKEN must be set to a real secret in production"
+                )
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.database.resolved_url(self.home)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,208 @@
+"""Inputs, results and messages of the workflows and activities.
+
+One typed model per input and result, so fields can be added without breaking running workflows.
+Payloads carry IDs and counts, never images or full answers: those live in the database.
+Signal names and workflow IDs are defined here so the API and activities can address workflows
+without importing workflow code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SIGNAL_RESPONSE_SUBMITTED = "response_submitted"
+SIGNAL_REVIEW_DECIDED = "review_decided"
+SIGNAL_ITEM_FINISHED = "item_finished"
+
+ItemOutcome = Literal["agreed", "reviewed", "review_timed_out"]
+
+
+def campaign_workflow_id(campaign_id: str) -> str:
+    return f"campaign/{campaign_id}"
+
+
+def item_workflow_id(campaign_id: str, ordinal: int) -> str:
+    return f"campaign/{campaign_id}/item/{ordinal}"
+
+
+def item_id_for(campaign_id: str, ordinal: int) -> str:
+    """Item IDs are derived from the campaign and the position, so every retry agrees on them."""
+    return f"{campaign_id}-{ordinal}"
+
+
+# --- messages from people (sent by the API) ---------------------------------------------------
+
+
+class ResponseSubmitted(BaseModel):
+    """A response stored in the database. The response ID is the idempotency key."""
+
+    response_id: str
+    annotator_id: str
+
+
+class ReviewDecided(BaseModel):
+    review_id: str
+
+
+class ItemFinished(BaseModel):
+    """Sent to the campaign when an item's consensus is final. Repeats are ignored by ordinal."""
+
+    ordinal: int
+    outcome: ItemOutcome
+
+
+# --- the item workflow --------------------------------------------------------------------------
+
+
+class ResponseRef(BaseModel):
+    response_id: str
+    annotator_id: str
+
+
+class ItemInput(BaseModel):
+    campaign_id: str
+    item_id: str
+    ordinal: int
+    annotators_per_image: int
+    # How often a waiting item reconciles with the database, in case a signal was lost between
+    # the API's commit and its signal (e.g. the API crashed in between).
+    reconcile_seconds: float
+    review_timeout_seconds: float
+    # State carried across continue-as-new (empty on the first run).
+    responses: list[ResponseRef] = Field(default_factory=list)
+    review_deadline: datetime | None = None
+    review_id: str | None = None
+
+
+class ItemResult(BaseModel):
+    item_id: str
+    outcome: ItemOutcome
+    agreement: float
+    response_count: int
+
+
+class ResolveItemInput(BaseModel):
+    item_id: str
+    ordinal: int
+    response_ids: list[str]
+
+
+class ResolveItemResult(BaseModel):
+    outcome: Literal["agreed", "review"]
+    agreement: float
+
+
+class FinalizeReviewInput(BaseModel):
+    item_id: str
+    ordinal: int
+    review_id: str | None  # None: the review timed out; the majority stands, flagged
+
+
+class FinalizeReviewResult(BaseModel):
+    outcome: ItemOutcome
+    agreement: float
+
+
+# --- the campaign workflow ----------------------------------------------------------------------
+
+
+class CampaignCounts(BaseModel):
+    finished: int = 0
+    agreed: int = 0
+    reviewed: int = 0
+    review_timed_out: int = 0
+
+    def add(self, outcome: ItemOutcome) -> None:
+        self.finished += 1
+        if outcome == "agreed":
+            self.agreed += 1
+        elif outcome == "reviewed":
+            self.reviewed += 1
+        else:
+            self.review_timed_out += 1
+
+
+class CampaignState(BaseModel):
+    """Everything the campaign carries across continue-as-new."""
+
+    total: int
+    window: int
+    next_ordinal: int = 0
+    in_flight: list[int] = Field(default_factory=list)
+    counts: CampaignCounts = Field(default_factory=CampaignCounts)
+    generation: int = 0  # how many times this campaign continued as new
+
+
+class CampaignInput(BaseModel):
+    campaign_id: str
+    state: CampaignState | None = None
+
+
+class CampaignPlan(BaseModel):
+    total: int
+    window: int
+
+
+class CampaignResult(BaseModel):
+    campaign_id: str
+    counts: CampaignCounts
+    dataset: str
+    version: int
+    manifest_uri: str
+    generations: int
+
+
+class CampaignProgress(BaseModel):
+    """What the campaign reports to a query: enough for a status page."""
+
+    total: int
+    started: int
+    in_flight: int
+    counts: CampaignCounts
+    generation: int
+    phase: Literal["labeling", "publishing", "done"]
+
+
+class OpenItemsInput(BaseModel):
+    campaign_id: str
+    first_ordinal: int
+    count: int
+
+
+class OpenItemsResult(BaseModel):
+    running: int
+    already_finished: int
+
+
+class ReconcileInput(BaseModel):
+    campaign_id: str
+    ordinals: list[int]
+
+
+class FinishedItem(BaseModel):
+    ordinal: int
+    outcome: ItemOutcome
+
+
+class ReconcileResult(BaseModel):
+    finished: list[FinishedItem]
+
+
+class CampaignStatusInput(BaseModel):
+    campaign_id: str
+    status: Literal["running", "publishing", "completed", "failed"]
+
+
+class PublishInput(BaseModel):
+    campaign_id: str
+    publish_id: str
+
+
+class PublishResult(BaseModel):
+    dataset: str
+    version: int
+    manifest_uri: str
+    item_count: int

@@ -1,0 +1,93 @@
+"""Turn a spec's image source into a sorted list of image URIs, with errors naming the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+from schemas.campaign_spec import FieldError, ImageSource
+from services.errors import InvalidInput
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+MAX_IMAGES = 1_000_000
+
+
+def _refuse(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+
+
+def list_images(source: ImageSource, *, base_dir: Path | None = None, s3_client: object = None) -> list[str]:
+    """The image URIs of a source: file:// for local files, s3:// for objects, as given otherwise."""
+    if source.directory is not None:
+        root = Path(source.directory)
+        if not root.is_absolute() and base_dir is not None:
+            root = base_dir / root
+        if not root.is_dir():
+            raise _refuse("images.directory", f"{root} is not a directory")
+        uris = sorted(
+            p.resolve().as_uri()
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not uris:
+            raise _refuse("images.directory", f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
+        return uris
+    if source.s3_prefix is not None:
+        return _list_s3(source.s3_prefix, s3_client)
+    if source.manifest is not None:
+        path = Path(source.manifest)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise _refuse("images.manifest", f"{path} is not a file")
+        uris = []
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("{"):
+                try:
+                    uri = json.loads(line)["uri"]
+                except (ValueError, KeyError, TypeError):
+                    raise _refuse("images.manifest", f"line {n}: a JSON line needs a 'uri' string") from None
+            else:
+                uri = line
+            uris.append(_check_uri("images.manifest", uri, f"line {n}: "))
+        if not uris:
+            raise _refuse("images.manifest", "the manifest lists no images")
+        return uris
+    assert source.uris is not None  # the model guarantees exactly one source
+    if not source.uris:
+        raise _refuse("images.uris", "the list is empty")
+    return [_check_uri(f"images.uris.{i}", u) for i, u in enumerate(source.uris)]
+
+
+def _check_uri(field: str, uri: str, where: str = "") -> str:
+    scheme = urlparse(uri).scheme
+    if scheme not in {"file", "s3", "http", "https"}:
+        raise _refuse(field, f"{where}{uri!r} is not a file://, s3:// or http(s):// URI")
+    return uri
+
+
+def _list_s3(prefix_uri: str, s3_client: object) -> list[str]:
+    if s3_client is None:
+        raise _refuse("images.s3_prefix", "no S3 endpoint is configured (set QUORUM_S3__*)")
+    parsed = urlparse(prefix_uri)
+    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+    paginator = s3_client.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+    uris: list[str] = []
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if Path(obj["Key"]).suffix.lower() in IMAGE_SUFFIXES:
+                    uris.append(f"s3://{bucket}/{obj['Key']}")
+                    if len(uris) > MAX_IMAGES:
+                        raise _refuse("images.s3_prefix", f"more than {MAX_IMAGES} images")
+    except InvalidInput:
+        raise
+    except Exception as exc:  # botocore raises many kinds; the operator needs the reason
+        raise _refuse("images.s3_prefix", f"cannot list {prefix_uri}: {exc}") from exc
+    if not uris:
+        raise _refuse("images.s3_prefix", f"no image objects under {prefix_uri}")
+    return sorted(uris)

@@ -1,0 +1,260 @@
+"""The annotator pulls work: claiming a slot, submitting an answer, skipping.
+
+The database is the source of truth for leases and responses; the ItemWorkflow is told about a
+response only after it is committed, so an acknowledged answer can never be lost.
+
+Rules, in one place:
+- A claim picks the lowest-ordinal open item that still has a free slot and that this
+  annotator never held. Items are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or under
+  SQLite's write lock, so two annotators asking at once never get one slot.
+- Leases that ran out are expired by the next claim in the campaign; their slot goes back.
+- An annotator at their concurrency limit gets their oldest live lease back (a reload of the
+  page resumes work instead of failing).
+- A late answer (its lease ran out) is still counted when its slot is free, because throwing
+  away finished work helps nobody. If someone else took the slot, it is refused with 409.
+- A repeated submission (same idempotency key) is acknowledged with the first response, once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Annotator, Assignment, Campaign, Item, Response, utcnow
+from schemas.annotations import ResponseBody, validate_response
+from schemas.ontology import Ontology
+from services.errors import (
+    ALREADY_ANSWERED,
+    ASSIGNMENT_NOT_IN_CAMPAIGN,
+    ASSIGNMENT_SKIPPED,
+    CAMPAIGN_NOT_RUNNING,
+    LEASE_EXPIRED_REASSIGNED,
+    NOT_YOUR_ASSIGNMENT,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
+from services.people import new_id
+
+
+@dataclass(frozen=True)
+class Task:
+    assignment: Assignment
+    item: Item
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class Submission:
+    response: Response
+    duplicate: bool
+    late: bool
+    ordinal: int
+
+
+async def _campaign(session: AsyncSession, campaign_id: str) -> Campaign:
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id}")
+    return campaign
+
+
+async def expire_leases(session: AsyncSession, campaign_id: str, now: datetime) -> int:
+    """Mark run-out leases expired and give their slots back. Returns how many expired."""
+    expired_items = (
+        await session.execute(
+            update(Assignment)
+            .where(
+                Assignment.campaign_id == campaign_id,
+                Assignment.state == "leased",
+                Assignment.lease_expires_at < now,
+            )
+            .values(state="expired", finished_at=now)
+            .returning(Assignment.item_id)
+        )
+    ).scalars()
+    counts = Counter(expired_items)
+    for item_id, n in sorted(counts.items()):
+        await session.execute(
+            update(Item).where(Item.id == item_id).values(slots_taken=Item.slots_taken - n)
+        )
+    return sum(counts.values())
+
+
+async def claim_next(
+    session: AsyncSession, annotator: Annotator, campaign_id: str, *, now: datetime | None = None
+) -> Task | None:
+    """Lease the next image to this annotator, or None when there is nothing for them."""
+    now = now or utcnow()
+    campaign = await _campaign(session, campaign_id)
+    if campaign.status not in {"running", "created"}:
+        raise Conflict(CAMPAIGN_NOT_RUNNING)
+    await expire_leases(session, campaign_id, now)
+
+    live = (
+        await session.scalars(
+            select(Assignment)
+            .where(
+                Assignment.annotator_id == annotator.id,
+                Assignment.campaign_id == campaign_id,
+                Assignment.state == "leased",
+            )
+            .order_by(Assignment.leased_at)
+        )
+    ).all()
+    if len(live) >= annotator.max_concurrent:
+        item = await session.get(Item, live[0].item_id)
+        assert item is not None
+        return Task(assignment=live[0], item=item, resumed=True)
+
+    held_before = exists().where(
+        Assignment.item_id == Item.id, Assignment.annotator_id == annotator.id
+    )
+    item = await session.scalar(
+        select(Item)
+        .where(
+            Item.campaign_id == campaign_id,
+            Item.status == "open",
+            Item.slots_taken < campaign.annotators_per_image,
+            ~held_before,
+        )
+        .order_by(Item.ordinal)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Item)
+    )
+    if item is None:
+        return None
+    assignment = Assignment(
+        id=new_id("asg"),
+        campaign_id=campaign_id,
+        item_id=item.id,
+        annotator_id=annotator.id,
+        state="leased",
+        leased_at=now,
+        lease_expires_at=now + timedelta(seconds=campaign.lease_timeout_s),
+    )
+    session.add(assignment)
+    item.slots_taken += 1
+    await session.flush()
+    return Task(assignment=assignment, item=item, resumed=False)
+
+
+async def _owned_assignment(
+    session: AsyncSession, annotator: Annotator, assignment_id: str, campaign_id: str | None
+) -> Assignment:
+    assignment = await session.scalar(
+        select(Assignment).where(Assignment.id == assignment_id).with_for_update()
+    )
+    if assignment is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    if assignment.annotator_id != annotator.id:
+        raise Forbidden(NOT_YOUR_ASSIGNMENT)
+    if campaign_id is not None and assignment.campaign_id != campaign_id:
+        raise Forbidden(ASSIGNMENT_NOT_IN_CAMPAIGN)
+    return assignment
+
+
+async def submit_response(
+    session: AsyncSession,
+    annotator: Annotator,
+    assignment_id: str,
+    *,
+    idempotency_key: str,
+    body: ResponseBody,
+    campaign_id: str | None = None,
+    now: datetime | None = None,
+) -> Submission:
+    now = now or utcnow()
+    assignment = await _owned_assignment(session, annotator, assignment_id, campaign_id)
+    item = await session.scalar(
+        select(Item).where(Item.id == assignment.item_id).with_for_update()
+    )
+    assert item is not None
+
+    previous = await session.scalar(
+        select(Response).where(
+            Response.annotator_id == annotator.id, Response.idempotency_key == idempotency_key
+        )
+    )
+    if previous is not None:
+        if previous.assignment_id != assignment.id:
+            raise Conflict("this idempotency key was already used for another assignment")
+        return Submission(response=previous, duplicate=True, late=previous.late, ordinal=item.ordinal)
+
+    campaign = await _campaign(session, assignment.campaign_id)
+    ontology = Ontology.model_validate(campaign.spec["ontology"])
+    errors = validate_response(ontology, body)
+    if errors:
+        raise InvalidInput(
+            "the response has errors: " + "; ".join(f"{e.field}: {e.message}" for e in errors),
+            errors=errors,
+        )
+
+    if assignment.state == "submitted":
+        raise Conflict(ALREADY_ANSWERED)
+    if assignment.state == "skipped":
+        raise Conflict(ASSIGNMENT_SKIPPED)
+    late = assignment.state == "expired" or assignment.lease_expires_at < now
+    if assignment.state == "expired":
+        # Its slot went back to the pool; take it again only if nobody else has.
+        if item.status != "open" or item.slots_taken >= campaign.annotators_per_image:
+            raise Conflict(LEASE_EXPIRED_REASSIGNED)
+        item.slots_taken += 1
+
+    response = Response(
+        id=new_id("rsp"),
+        assignment_id=assignment.id,
+        campaign_id=assignment.campaign_id,
+        item_id=assignment.item_id,
+        annotator_id=annotator.id,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
+        late=late,
+        submitted_at=now,
+    )
+    session.add(response)
+    assignment.state = "submitted"
+    assignment.finished_at = now
+    await session.flush()
+    return Submission(response=response, duplicate=False, late=late, ordinal=item.ordinal)
+
+
+async def skip_assignment(
+    session: AsyncSession,
+    annotator: Annotator,
+    assignment_id: str,
+    *,
+    campaign_id: str | None = None,
+    now: datetime | None = None,
+) -> Assignment:
+    """Give the image back; it goes to someone else, and never again to this annotator."""
+    now = now or utcnow()
+    assignment = await _owned_assignment(session, annotator, assignment_id, campaign_id)
+    if assignment.state == "submitted":
+        raise Conflict(ALREADY_ANSWERED)
+    if assignment.state == "leased":
+        await session.execute(
+            update(Item)
+            .where(Item.id == assignment.item_id)
+            .values(slots_taken=Item.slots_taken - 1)
+        )
+    if assignment.state in {"leased", "expired"}:
+        assignment.state = "skipped"
+        assignment.finished_at = now
+    return assignment
+
+
+async def annotator_progress(session: AsyncSession, annotator_id: str, campaign_id: str) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Response)
+            .where(Response.annotator_id == annotator_id, Response.campaign_id == campaign_id)
+        )
+        or 0
+    )

@@ -1,0 +1,168 @@
+"""CampaignWorkflow: a sliding window of ItemWorkflows, then publication.
+
+The campaign never holds more than ``window`` items in flight. Item workflows are started in
+batches by an activity (cheaper in history than child workflows: one activity per batch instead
+of three events per child), and each item reports back with an ``item_finished`` signal once its
+consensus is committed. The ordinals of a batch enter ``in_flight`` *before* the batch starts,
+so a fast item's signal is never mistaken for a stranger's. Counts only change when an ordinal
+leaves ``in_flight``, so a repeated signal is never counted twice.
+
+History stays bounded: when the server suggests it, the campaign continues as new with its whole
+state in one ``CampaignState`` (at most ``window`` ordinals), after its handlers have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.campaign_activities import CampaignActivities
+    from schemas.workflow_io import (
+        SIGNAL_ITEM_FINISHED,
+        CampaignInput,
+        CampaignProgress,
+        CampaignResult,
+        CampaignState,
+        CampaignStatusInput,
+        ItemFinished,
+        OpenItemsInput,
+        PublishInput,
+        ReconcileInput,
+    )
+
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+)
+# Without signals for this long, ask the database which in-flight items are done: a safety net
+# for a completion signal that never arrived.
+RECONCILE_EVERY = timedelta(minutes=10)
+MAX_BATCH = 200
+
+
+@workflow.defn
+class CampaignWorkflow:
+    @workflow.init
+    def __init__(self, input: CampaignInput) -> None:
+        self._campaign_id = input.campaign_id
+        self._state: CampaignState | None = input.state
+        self._in_flight: set[int] = set(input.state.in_flight) if input.state else set()
+        self._phase: str = "labeling"
+
+    @workflow.signal(name=SIGNAL_ITEM_FINISHED)
+    def item_finished(self, message: ItemFinished) -> None:
+        self._finish(message.ordinal, message.outcome)
+
+    def _finish(self, ordinal: int, outcome: str) -> None:
+        if self._state is None or ordinal not in self._in_flight:
+            return
+        self._in_flight.discard(ordinal)
+        self._state.counts.add(outcome)  # type: ignore[arg-type]
+
+    @workflow.query
+    def progress(self) -> CampaignProgress | None:
+        if self._state is None:
+            return None
+        return CampaignProgress(
+            total=self._state.total,
+            started=self._state.next_ordinal,
+            in_flight=len(self._in_flight),
+            counts=self._state.counts,
+            generation=self._state.generation,
+            phase=self._phase,  # type: ignore[arg-type]
+        )
+
+    def _refill_batch(self, state: CampaignState) -> int:
+        """How many items to start now: wait until a quarter of the window is free, so a busy
+        campaign starts items in batches rather than one activity per finished item."""
+        free = state.window - len(self._in_flight)
+        remaining = state.total - state.next_ordinal
+        if remaining <= 0 or free <= 0:
+            return 0
+        threshold = max(1, state.window // 4)
+        if free >= threshold or free >= remaining or not self._in_flight:
+            return min(free, remaining, MAX_BATCH)
+        return 0
+
+    @workflow.run
+    async def run(self, input: CampaignInput) -> CampaignResult:
+        if self._state is None:
+            plan = await workflow.execute_activity_method(
+                CampaignActivities.load_plan,
+                input.campaign_id,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RETRY,
+            )
+            self._state = CampaignState(total=plan.total, window=plan.window)
+        state = self._state
+
+        while state.next_ordinal < state.total or self._in_flight:
+            batch = self._refill_batch(state)
+            if batch:
+                first = state.next_ordinal
+                self._in_flight.update(range(first, first + batch))
+                state.next_ordinal += batch
+                await workflow.execute_activity_method(
+                    CampaignActivities.open_items,
+                    OpenItemsInput(campaign_id=input.campaign_id, first_ordinal=first, count=batch),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=RETRY,
+                )
+                continue
+
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                state.in_flight = sorted(self._in_flight)
+                state.generation += 1
+                workflow.continue_as_new(CampaignInput(campaign_id=input.campaign_id, state=state))
+
+            try:
+                await workflow.wait_condition(
+                    lambda: self._refill_batch(state) > 0
+                    or not self._in_flight
+                    or workflow.info().is_continue_as_new_suggested(),
+                    timeout=RECONCILE_EVERY,
+                )
+            except asyncio.TimeoutError:
+                done = await workflow.execute_activity_method(
+                    CampaignActivities.reconcile_in_flight,
+                    ReconcileInput(campaign_id=input.campaign_id, ordinals=sorted(self._in_flight)),
+                    start_to_close_timeout=timedelta(seconds=120),
+                    retry_policy=RETRY,
+                )
+                for item in done.finished:
+                    self._finish(item.ordinal, item.outcome)
+
+        self._phase = "publishing"
+        await workflow.execute_activity_method(
+            CampaignActivities.set_status,
+            CampaignStatusInput(campaign_id=input.campaign_id, status="publishing"),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RETRY,
+        )
+        published = await workflow.execute_activity_method(
+            CampaignActivities.publish,
+            # One final publication per campaign: a retried activity returns the same version.
+            PublishInput(
+                campaign_id=input.campaign_id,
+                publish_id=f"{input.campaign_id}.final",
+            ),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=RETRY,
+        )
+        self._phase = "done"
+        return CampaignResult(
+            campaign_id=input.campaign_id,
+            counts=state.counts,
+            dataset=published.dataset,
+            version=published.version,
+            manifest_uri=published.manifest_uri,
+            generations=state.generation,
+        )
