@@ -217,7 +217,7 @@ async def _campaign_records(
     class_counts: Counter[str] = Counter()
     methods: Counter[str] = Counter()
     agreements: list[float] = []
-    for item, consensus in rows.tuples():
+    for item, consensus in rows.all():
         labels = ResponseBody.model_validate(consensus.body).labels()
         class_counts.update(labels)
         methods[consensus.method] += 1

@@ -1,0 +1,221 @@
+"""The ``quorum`` command: run the demo, the worker and the API; launch and inspect campaigns.
+
+Every command reads the same settings (``QUORUM_*`` environment variables, see the README).
+Errors a person can fix print what to fix and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.settings import Settings, get_settings
+
+
+class UsageError(Exception):
+    """A mistake the person running the command can fix; printed without a traceback."""
+
+
+def load_spec_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+
+
+def _cmd_validate(args: argparse.Namespace, _: Settings) -> int:
+    from schemas.campaign_spec import parse_spec
+
+    spec, errors = parse_spec(load_spec_file(args.spec))
+    if spec is None:
+        print(f"{args.spec}: the spec has {len(errors)} error(s); no campaign was started:",
+              file=sys.stderr)
+        for e in errors:
+            print(f"  {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    print(f"{args.spec}: valid ({spec.name}, {len(spec.ontology.classes)} classes, "
+          f"k={spec.annotators_per_image})")
+    return 0
+
+
+async def _launch(args: argparse.Namespace, settings: Settings) -> int:
+    from db.engine import create_engine, create_sessionmaker
+    from infra.temporal_client import connect
+    from services.campaigns import create_campaign, start_campaign, validate_spec
+    from services.errors import InvalidInput
+
+    data = load_spec_file(args.spec)
+    try:
+        spec = validate_spec(data)
+    except InvalidInput as exc:
+        print(f"{args.spec}: the spec has errors; no campaign was started:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    engine = create_engine(settings.database_url)
+    try:
+        sessions = create_sessionmaker(engine)
+        try:
+            campaign = await create_campaign(sessions, spec, created_by="cli",
+                                             base_dir=args.spec.resolve().parent)
+        except InvalidInput as exc:
+            for e in exc.errors:
+                print(f"{args.spec}: {e.field}: {e.message}", file=sys.stderr)
+            return 2
+        client = await connect(settings.temporal)
+        workflow_id = await start_campaign(sessions, client, campaign.id,
+                                           settings.temporal.task_queue)
+    finally:
+        await engine.dispose()
+    print(json.dumps({"id": campaign.id, "items": campaign.item_count, "workflow_id": workflow_id}))
+    return 0
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from db.engine import create_engine, create_sessionmaker
+    from services.campaigns import campaign_status
+    from services.errors import NotFound
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            try:
+                print(json.dumps(await campaign_status(session, args.campaign_id), indent=2))
+            except NotFound as exc:
+                raise UsageError(exc.message) from exc
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
+    from db.migrate import upgrade_database
+
+    await upgrade_database(settings.database_url)
+    print(f"database at {settings.database_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker_process import run_workers
+
+    run_workers(args.processes)
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings=settings), host=args.host or settings.api.host,
+                port=args.port or settings.api.port, log_level="info")
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace, _: Settings) -> int:
+    from infra.devstack import main as devstack_main
+
+    return devstack_main(args.rest)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.demo import run_demo
+
+    return asyncio.run(run_demo(settings, images=args.images, seed=args.seed))
+
+
+def _datasets(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import list_datasets, list_versions, open_store, read_manifest, verify_version
+
+    store = open_store(settings.store, settings.s3, settings.home)
+    if args.action == "list":
+        for name in list_datasets(store):
+            print(f"{name}\tversions: {', '.join(map(str, list_versions(store, name)))}")
+        return 0
+    if not args.dataset or args.version is None:
+        raise UsageError(f"`quorum datasets {args.action}` needs a dataset name and a version")
+    if args.action == "show":
+        print(json.dumps(read_manifest(store, args.dataset, args.version), indent=2))
+        return 0
+    problems = verify_version(store, args.dataset, args.version)
+    for p in problems:
+        print(p)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a demo campaign end to end on the embedded stack")
+    demo.add_argument("--images", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_cmd_demo)
+
+    worker = sub.add_parser("worker", help="run worker processes")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.set_defaults(func=_cmd_worker)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=_cmd_api)
+
+    campaign = sub.add_parser("campaign", help="launch and inspect campaigns")
+    csub = campaign.add_subparsers(dest="action", required=True)
+    v = csub.add_parser("validate", help="check a spec file, field by field")
+    v.add_argument("spec", type=Path)
+    v.set_defaults(func=_cmd_validate)
+    lc = csub.add_parser("launch", help="store a campaign and start its workflow")
+    lc.add_argument("spec", type=Path)
+    lc.set_defaults(func=lambda a, s: asyncio.run(_launch(a, s)))
+    st = csub.add_parser("status", help="a campaign's progress")
+    st.add_argument("campaign_id")
+    st.set_defaults(func=lambda a, s: asyncio.run(_status(a, s)))
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=lambda a, s: asyncio.run(_db_upgrade(a, s)))
+
+    ds = sub.add_parser("datasets", help="published dataset versions")
+    ds.add_argument("action", choices=["list", "show", "verify"])
+    ds.add_argument("dataset", nargs="?")
+    ds.add_argument("version", nargs="?", type=int)
+    ds.set_defaults(func=_datasets)
+
+    dev = sub.add_parser("dev", help="build, start and stop the local servers (see infra/devstack.py)")
+    dev.add_argument("rest", nargs=argparse.REMAINDER)
+    dev.set_defaults(func=_cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's message names the variable
+        print(f"quorum: bad settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args, settings)
+        return code
+    except UsageError as exc:
+        print(f"quorum: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
