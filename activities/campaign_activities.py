@@ -244,7 +244,10 @@ async def _campaign_records(
     single_label = not campaign.spec["ontology"].get("multi_label", False)
     alpha = None
     if single_label and answers:
-        units = [[a["labels"][0] for a in item_answers if a["labels"]] for item_answers in answers.values()]
+        units = [
+            [a["labels"][0] for a in item_answers if a["labels"]]
+            for item_answers in answers.values()
+        ]
         value = krippendorff_alpha_nominal(units)
         alpha = None if value != value else value  # nan (no variation at all) is reported as null
     agreement = {

@@ -41,8 +41,10 @@ async def _quorum_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": _field_of(e["loc"]), "message": "this field is required"
-         if e["type"] == "missing" else e["msg"]}
+        {
+            "field": _field_of(e["loc"]),
+            "message": "this field is required" if e["type"] == "missing" else e["msg"],
+        }
         for e in exc.errors()
     ]
     return JSONResponse(
@@ -56,8 +58,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def build_context(settings: Settings) -> tuple[AppContext, Any]:
-    engine = create_engine(settings.database_url, echo=settings.database.echo,
-                           pool_size=settings.database.pool_size)
+    engine = create_engine(
+        settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size
+    )
     client = await connect(settings.temporal)
     uses_s3 = settings.store.backend == "s3" or settings.s3.endpoint_url is not None
     ctx = AppContext(

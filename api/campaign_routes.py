@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
@@ -28,21 +28,27 @@ class CampaignCreated(BaseModel):
 async def launch_campaign(
     ctx: Context,
     _: Operator,
-    spec: dict[str, Any] = Body(..., description="A campaign spec (see schemas/campaign_spec.py)"),
-    dry_run: bool = Query(False, description="Validate only; store and start nothing."),
+    spec: Annotated[dict[str, Any], Body(description="A campaign spec (schemas/campaign_spec.py)")],
+    dry_run: Annotated[bool, Query(description="Validate only; store and start nothing.")] = False,
 ) -> CampaignCreated:
     parsed = validate_spec(spec)
     if dry_run:
-        return CampaignCreated(id="", name=parsed.name, item_count=0, workflow_id=None,
-                               status="valid")
+        return CampaignCreated(
+            id="", name=parsed.name, item_count=0, workflow_id=None, status="valid"
+        )
     campaign = await create_campaign(
         ctx.sessions, parsed, created_by="operator", s3_client=ctx.s3_client
     )
     workflow_id = await start_campaign(
         ctx.sessions, ctx.temporal, campaign.id, ctx.settings.temporal.task_queue
     )
-    return CampaignCreated(id=campaign.id, name=campaign.name, item_count=campaign.item_count,
-                           workflow_id=workflow_id, status="running")
+    return CampaignCreated(
+        id=campaign.id,
+        name=campaign.name,
+        item_count=campaign.item_count,
+        workflow_id=workflow_id,
+        status="running",
+    )
 
 
 @router.post("/campaigns/{campaign_id}/start", response_model=CampaignCreated)
@@ -53,17 +59,27 @@ async def resume_start(campaign_id: str, ctx: Context, _: Operator) -> CampaignC
     async with ctx.sessions() as session:
         campaign = await session.get(Campaign, campaign_id)
         assert campaign is not None
-        return CampaignCreated(id=campaign.id, name=campaign.name,
-                               item_count=campaign.item_count, workflow_id=workflow_id,
-                               status=campaign.status)
+        return CampaignCreated(
+            id=campaign.id,
+            name=campaign.name,
+            item_count=campaign.item_count,
+            workflow_id=workflow_id,
+            status=campaign.status,
+        )
 
 
 @router.get("/campaigns")
 async def list_campaigns(session: Session, _: Operator) -> list[dict[str, Any]]:
     rows = await session.scalars(select(Campaign).order_by(Campaign.created_at.desc()).limit(200))
     return [
-        {"id": c.id, "name": c.name, "status": c.status, "item_count": c.item_count,
-         "dataset": c.dataset, "published_version": c.published_version}
+        {
+            "id": c.id,
+            "name": c.name,
+            "status": c.status,
+            "item_count": c.item_count,
+            "dataset": c.dataset,
+            "published_version": c.published_version,
+        }
         for c in rows
     ]
 
@@ -91,7 +107,11 @@ class PersonCreated(BaseModel):
 @router.post("/people", status_code=201, response_model=PersonCreated)
 async def register_person(body: PersonIn, session: Session, _: Operator) -> PersonCreated:
     person, token = await create_person(
-        session, name=body.name, role=body.role, external_id=body.external_id,
-        max_concurrent=body.max_concurrent, skills=body.skills,
+        session,
+        name=body.name,
+        role=body.role,
+        external_id=body.external_id,
+        max_concurrent=body.max_concurrent,
+        skills=body.skills,
     )
     return PersonCreated(id=person.id, name=person.name, role=person.role, token=token)

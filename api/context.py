@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from db.models import Annotator
 from infra.settings import Settings
-from services.errors import OPERATOR_ONLY, Forbidden, Unauthorized, UNKNOWN_TOKEN
+from services.errors import OPERATOR_ONLY, UNKNOWN_TOKEN, Forbidden, Unauthorized
 from services.people import authenticate
 from storage import ObjectStore
 

@@ -36,11 +36,17 @@ class DecisionIn(BaseModel):
 
 
 @router.post("/items/{item_id}/review")
-async def review_item(item_id: str, body: DecisionIn, ctx: Context, person: Person) -> dict[str, Any]:
+async def review_item(
+    item_id: str, body: DecisionIn, ctx: Context, person: Person
+) -> dict[str, Any]:
     async with ctx.sessions.begin() as session:
         outcome = await decide(
-            session, person, item_id, decision=body.decision,
-            idempotency_key=body.idempotency_key, response_id=body.response_id,
+            session,
+            person,
+            item_id,
+            decision=body.decision,
+            idempotency_key=body.idempotency_key,
+            response_id=body.response_id,
             body=ResponseBody(objects=body.objects) if body.objects is not None else None,
         )
     try:
@@ -48,7 +54,13 @@ async def review_item(item_id: str, body: DecisionIn, ctx: Context, person: Pers
             item_workflow_id(outcome.campaign_id, outcome.ordinal)
         ).signal(SIGNAL_REVIEW_DECIDED, ReviewDecided(review_id=outcome.review.id))
     except Exception:  # committed; the workflow finds the decision when it reconciles
-        log.warning("signal for review %s failed; the workflow will reconcile", outcome.review.id,
-                    exc_info=True)
-    return {"review_id": outcome.review.id, "duplicate": outcome.duplicate,
-            "decided_at": outcome.review.decided_at.isoformat()}
+        log.warning(
+            "signal for review %s failed; the workflow will reconcile",
+            outcome.review.id,
+            exc_info=True,
+        )
+    return {
+        "review_id": outcome.review.id,
+        "duplicate": outcome.duplicate,
+        "decided_at": outcome.review.decided_at.isoformat(),
+    }

@@ -57,8 +57,12 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
         assert campaign is not None
         answered = await annotator_progress(session, person.id, campaign_id)
     if task is None:
-        return NextTask(task=None, answered=answered, ontology=campaign.spec["ontology"],
-                        message="No image needs you right now. Thank you!")
+        return NextTask(
+            task=None,
+            answered=answered,
+            ontology=campaign.spec["ontology"],
+            message="No image needs you right now. Thank you!",
+        )
     return NextTask(
         task=TaskOut(
             assignment_id=task.assignment.id,
@@ -75,7 +79,8 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
 
 class SubmissionIn(BaseModel):
     idempotency_key: str = Field(
-        min_length=8, max_length=128,
+        min_length=8,
+        max_length=128,
         description="Chosen by the client, reused when it retries: a repeat is counted once.",
     )
     objects: list[TagObject]
@@ -88,19 +93,25 @@ class SubmissionOut(BaseModel):
     counted: bool = True
 
 
-@router.post("/campaigns/{campaign_id}/tasks/{assignment_id}/response", response_model=SubmissionOut)
+@router.post(
+    "/campaigns/{campaign_id}/tasks/{assignment_id}/response", response_model=SubmissionOut
+)
 async def submit(
     campaign_id: str, assignment_id: str, body: SubmissionIn, ctx: Context, person: Person
 ) -> SubmissionOut:
     async with ctx.sessions.begin() as session:
         submission = await submit_response(
-            session, person, assignment_id, campaign_id=campaign_id,
+            session,
+            person,
+            assignment_id,
+            campaign_id=campaign_id,
             idempotency_key=body.idempotency_key,
             body=ResponseBody(objects=body.objects),
         )
     await signal_response(ctx, campaign_id, submission.ordinal, submission.response.id, person.id)
-    return SubmissionOut(response_id=submission.response.id, duplicate=submission.duplicate,
-                         late=submission.late)
+    return SubmissionOut(
+        response_id=submission.response.id, duplicate=submission.duplicate, late=submission.late
+    )
 
 
 async def signal_response(
@@ -112,19 +123,24 @@ async def signal_response(
             ResponseSubmitted(response_id=response_id, annotator_id=annotator_id),
         )
     except Exception:  # the answer is committed; the workflow's reconciliation will find it
-        log.warning("signal for response %s failed; the workflow will reconcile", response_id,
-                    exc_info=True)
+        log.warning(
+            "signal for response %s failed; the workflow will reconcile", response_id, exc_info=True
+        )
 
 
 @router.post("/campaigns/{campaign_id}/tasks/{assignment_id}/skip")
-async def skip(campaign_id: str, assignment_id: str, ctx: Context, person: Person) -> dict[str, str]:
+async def skip(
+    campaign_id: str, assignment_id: str, ctx: Context, person: Person
+) -> dict[str, str]:
     async with ctx.sessions.begin() as session:
         assignment = await skip_assignment(session, person, assignment_id, campaign_id=campaign_id)
     return {"assignment_id": assignment.id, "state": assignment.state}
 
 
 @router.get("/campaigns/{campaign_id}/tasks/{assignment_id}/image")
-async def task_image(campaign_id: str, assignment_id: str, ctx: Context, person: Person) -> Response:
+async def task_image(
+    campaign_id: str, assignment_id: str, ctx: Context, person: Person
+) -> Response:
     async with ctx.sessions() as session:
         assignment = await session.get(Assignment, assignment_id)
         if assignment is None or assignment.campaign_id != campaign_id:

@@ -29,7 +29,9 @@ def load_spec_file(path: Path) -> Any:
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        raise UsageError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
 
 
 def _cmd_validate(args: argparse.Namespace, _: Settings) -> int:
@@ -37,13 +39,17 @@ def _cmd_validate(args: argparse.Namespace, _: Settings) -> int:
 
     spec, errors = parse_spec(load_spec_file(args.spec))
     if spec is None:
-        print(f"{args.spec}: the spec has {len(errors)} error(s); no campaign was started:",
-              file=sys.stderr)
+        print(
+            f"{args.spec}: the spec has {len(errors)} error(s); no campaign was started:",
+            file=sys.stderr,
+        )
         for e in errors:
             print(f"  {e.field}: {e.message}", file=sys.stderr)
         return 2
-    print(f"{args.spec}: valid ({spec.name}, {len(spec.ontology.classes)} classes, "
-          f"k={spec.annotators_per_image})")
+    print(
+        f"{args.spec}: valid ({spec.name}, {len(spec.ontology.classes)} classes, "
+        f"k={spec.annotators_per_image})"
+    )
     return 0
 
 
@@ -65,15 +71,17 @@ async def _launch(args: argparse.Namespace, settings: Settings) -> int:
     try:
         sessions = create_sessionmaker(engine)
         try:
-            campaign = await create_campaign(sessions, spec, created_by="cli",
-                                             base_dir=args.spec.resolve().parent)
+            campaign = await create_campaign(
+                sessions, spec, created_by="cli", base_dir=args.spec.resolve().parent
+            )
         except InvalidInput as exc:
             for e in exc.errors:
                 print(f"{args.spec}: {e.field}: {e.message}", file=sys.stderr)
             return 2
         client = await connect(settings.temporal)
-        workflow_id = await start_campaign(sessions, client, campaign.id,
-                                           settings.temporal.task_queue)
+        workflow_id = await start_campaign(
+            sessions, client, campaign.id, settings.temporal.task_queue
+        )
     finally:
         await engine.dispose()
     print(json.dumps({"id": campaign.id, "items": campaign.item_count, "workflow_id": workflow_id}))
@@ -117,8 +125,12 @@ def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(settings=settings), host=args.host or settings.api.host,
-                port=args.port or settings.api.port, log_level="info")
+    uvicorn.run(
+        create_app(settings=settings),
+        host=args.host or settings.api.host,
+        port=args.port or settings.api.port,
+        log_level="info",
+    )
     return 0
 
 
@@ -194,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("version", nargs="?", type=int)
     ds.set_defaults(func=_datasets)
 
-    dev = sub.add_parser("dev", help="build, start and stop the local servers (see infra/devstack.py)")
+    dev = sub.add_parser(
+        "dev", help="build, start and stop the local servers (see infra/devstack.py)"
+    )
     dev.add_argument("rest", nargs=argparse.REMAINDER)
     dev.set_defaults(func=_cmd_dev)
     return parser

@@ -71,7 +71,9 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(64), index=True)
     dataset: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16))  # created, running, publishing, completed, failed
+    status: Mapped[str] = mapped_column(
+        String(16)
+    )  # created, running, publishing, completed, failed
     annotators_per_image: Mapped[int]
     agreement_threshold: Mapped[float] = mapped_column(Float)
     lease_timeout_s: Mapped[float] = mapped_column(Float)

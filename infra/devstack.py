@@ -206,8 +206,11 @@ def _pid_cmdline(pid: int) -> str | None:
 
 
 def bin_dir() -> Path:
-    """Where the Go-built tools are installed (outside any clone, shared by all checkouts)."""
-    return default_home() / "bin"
+    """Where the Go-built tools are installed: ~/.cache/quorum/bin, shared by every clone and
+    every QUORUM_HOME (a demo or test home must not trigger a multi-minute rebuild).
+    QUORUM_BIN_DIR overrides it."""
+    override = os.environ.get("QUORUM_BIN_DIR")
+    return Path(override) if override else Path.home() / ".cache" / "quorum" / "bin"
 
 
 def stack_dir() -> Path:

@@ -52,7 +52,8 @@ class StoreSettings(BaseModel):
     prefix: str = ""
 
     def resolved_root(self, home: Path) -> Path:
-        return Path(self.local_root) if self.local_root else home / "data" / "datasets"
+        # Keys already start with "datasets/", so the default root is the data directory.
+        return Path(self.local_root) if self.local_root else home / "data"
 
 
 class S3Settings(BaseModel):

@@ -94,9 +94,7 @@ class CampaignSpec(BaseModel):
     agreement_threshold: float = Field(gt=0.0, le=1.0)
     lease_timeout: timedelta = Field(description="How long an annotator holds an image.")
     review_timeout: timedelta = Field(description="How long an item waits for an expert.")
-    window: int = Field(
-        256, ge=1, le=MAX_WINDOW, description="Item workflows in flight at once."
-    )
+    window: int = Field(256, ge=1, le=MAX_WINDOW, description="Item workflows in flight at once.")
 
     _durations = field_validator("lease_timeout", "review_timeout", mode="before")(
         classmethod(lambda cls, v: parse_duration(v))

@@ -17,8 +17,10 @@ def _refuse(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
 
 
-def list_images(source: ImageSource, *, base_dir: Path | None = None, s3_client: object = None) -> list[str]:
-    """The image URIs of a source: file:// for local files, s3:// for objects, as given otherwise."""
+def list_images(
+    source: ImageSource, *, base_dir: Path | None = None, s3_client: object = None
+) -> list[str]:
+    """The image URIs of a source: file:// for local files, s3:// for objects, else as given."""
     if source.directory is not None:
         root = Path(source.directory)
         if not root.is_absolute() and base_dir is not None:
@@ -31,7 +33,10 @@ def list_images(source: ImageSource, *, base_dir: Path | None = None, s3_client:
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not uris:
-            raise _refuse("images.directory", f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
+            raise _refuse(
+                "images.directory",
+                f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}",
+            )
         return uris
     if source.s3_prefix is not None:
         return _list_s3(source.s3_prefix, s3_client)
@@ -50,7 +55,9 @@ def list_images(source: ImageSource, *, base_dir: Path | None = None, s3_client:
                 try:
                     uri = json.loads(line)["uri"]
                 except (ValueError, KeyError, TypeError):
-                    raise _refuse("images.manifest", f"line {n}: a JSON line needs a 'uri' string") from None
+                    raise _refuse(
+                        "images.manifest", f"line {n}: a JSON line needs a 'uri' string"
+                    ) from None
             else:
                 uri = line
             uris.append(_check_uri("images.manifest", uri, f"line {n}: "))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Annotator
-from services.errors import PERSON_BLOCKED, Forbidden, Unauthorized, UNKNOWN_TOKEN
+from services.errors import PERSON_BLOCKED, UNKNOWN_TOKEN, Forbidden, Unauthorized
 
 Role = Literal["annotator", "expert"]
 
@@ -55,7 +55,9 @@ async def create_person(
 
 
 async def authenticate(session: AsyncSession, token: str) -> Annotator:
-    person = await session.scalar(select(Annotator).where(Annotator.token_hash == hash_token(token)))
+    person = await session.scalar(
+        select(Annotator).where(Annotator.token_hash == hash_token(token))
+    )
     if person is None:
         raise Unauthorized(UNKNOWN_TOKEN)
     if person.status != "active":

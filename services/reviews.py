@@ -72,8 +72,11 @@ def summarize(ontology: Ontology, responses: list[Response]) -> dict[str, Any]:
         "answers": [
             {"response_id": r.id, "annotator_id": r.annotator_id, "body": r.body} for r in responses
         ],
-        "majority": {"labels": list(consensus.labels), "confidence": consensus.confidence,
-                     "tie": consensus.tie},
+        "majority": {
+            "labels": list(consensus.labels),
+            "confidence": consensus.confidence,
+            "tie": consensus.tie,
+        },
         "agreement": item_agreement(votes, multi_label=ontology.multi_label),
     }
 
@@ -96,8 +99,14 @@ async def pending_reviews(
     out = []
     for item in items:
         responses = await item_responses(session, item.id)
-        out.append({"item_id": item.id, "ordinal": item.ordinal, "uri": item.uri,
-                    **summarize(ontology, responses)})
+        out.append(
+            {
+                "item_id": item.id,
+                "ordinal": item.ordinal,
+                "uri": item.uri,
+                **summarize(ontology, responses),
+            }
+        )
     return out
 
 
@@ -153,7 +162,8 @@ async def decide(
         errors = validate_response(ontology, body)
         if errors:
             raise InvalidInput(
-                "the decision has errors: " + "; ".join(f"body.{e.field}: {e.message}" for e in errors),
+                "the decision has errors: "
+                + "; ".join(f"body.{e.field}: {e.message}" for e in errors),
                 errors=[e.model_copy(update={"field": f"body.{e.field}"}) for e in errors],
             )
         label_body = body

@@ -171,9 +171,7 @@ async def submit_response(
 ) -> Submission:
     now = now or utcnow()
     assignment = await _owned_assignment(session, annotator, assignment_id, campaign_id)
-    item = await session.scalar(
-        select(Item).where(Item.id == assignment.item_id).with_for_update()
-    )
+    item = await session.scalar(select(Item).where(Item.id == assignment.item_id).with_for_update())
     assert item is not None
 
     previous = await session.scalar(
@@ -184,7 +182,9 @@ async def submit_response(
     if previous is not None:
         if previous.assignment_id != assignment.id:
             raise Conflict("this idempotency key was already used for another assignment")
-        return Submission(response=previous, duplicate=True, late=previous.late, ordinal=item.ordinal)
+        return Submission(
+            response=previous, duplicate=True, late=previous.late, ordinal=item.ordinal
+        )
 
     campaign = await _campaign(session, assignment.campaign_id)
     ontology = Ontology.model_validate(campaign.spec["ontology"])

@@ -36,7 +36,10 @@ def _auth(token: str) -> dict[str, str]:
 
 
 async def register(
-    http: httpx.AsyncClient, operator_token: str, name: str, role: str = "annotator",
+    http: httpx.AsyncClient,
+    operator_token: str,
+    name: str,
+    role: str = "annotator",
     max_concurrent: int = 1,
 ) -> dict[str, Any]:
     r = await http.post(
@@ -58,11 +61,19 @@ async def annotate_until_empty(
     idle_rounds: int = 3,
     idle_sleep: float = 0.2,
     max_answers: int | None = None,
+    until: asyncio.Event | None = None,
 ) -> int:
-    """Work the queue: answer until no image needs this annotator for a few rounds."""
+    """Work the queue: answer until no image needs this annotator for ``idle_rounds`` polls,
+    or, when ``until`` is given, until it is set (others may still hold leases that expire)."""
     answered = 0
     idle = 0
-    while idle < idle_rounds and (max_answers is None or answered < max_answers):
+
+    def keep_going() -> bool:
+        if max_answers is not None and answered >= max_answers:
+            return False
+        return not until.is_set() if until is not None else idle < idle_rounds
+
+    while keep_going():
         r = await http.post(f"/campaigns/{campaign_id}/tasks/next", headers=_auth(annotator.token))
         if r.status_code == 409:  # the campaign stopped accepting work
             break
@@ -82,8 +93,13 @@ async def annotate_until_empty(
 
 
 async def submit(
-    http: httpx.AsyncClient, token: str, campaign_id: str, assignment_id: str, labels: list[str],
-    *, idempotency_key: str | None = None,
+    http: httpx.AsyncClient,
+    token: str,
+    campaign_id: str,
+    assignment_id: str,
+    labels: list[str],
+    *,
+    idempotency_key: str | None = None,
 ) -> httpx.Response:
     body = {
         "idempotency_key": idempotency_key or uuid.uuid4().hex,
@@ -116,8 +132,11 @@ async def review_until_done(
         for entry in pending:
             truth = truth_by_item[entry["item_id"]]
             correct = next(
-                (a for a in entry["answers"]
-                 if [o["label"] for o in a["body"]["objects"]] == [truth]),
+                (
+                    a
+                    for a in entry["answers"]
+                    if [o["label"] for o in a["body"]["objects"]] == [truth]
+                ),
                 None,
             )
             decision: dict[str, Any] = {"idempotency_key": uuid.uuid4().hex}
@@ -125,8 +144,9 @@ async def review_until_done(
                 decision |= {"decision": "accept_response", "response_id": correct["response_id"]}
             else:
                 decision |= {"decision": "edit", "objects": [{"type": "tag", "label": truth}]}
-            d = await http.post(f"/items/{entry['item_id']}/review", json=decision,
-                                headers=_auth(expert_token))
+            d = await http.post(
+                f"/items/{entry['item_id']}/review", json=decision, headers=_auth(expert_token)
+            )
             if d.status_code == 200:
                 decided += 1
         if not pending:

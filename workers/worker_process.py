@@ -11,8 +11,8 @@ import contextlib
 import logging
 import multiprocessing
 import signal
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from temporalio.worker import Worker
 
@@ -26,7 +26,9 @@ log = logging.getLogger("quorum.worker")
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, task_queue: str | None = None) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings, task_queue: str | None = None
+) -> AsyncIterator[Worker]:
     """A started worker and its dependencies, all closed on exit."""
     engine = create_engine(settings.database_url, echo=settings.database.echo)
     client = await connect(settings.temporal)
@@ -68,7 +70,9 @@ def run_workers(processes: int) -> None:
         _process_main()
         return
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_process_main, name=f"quorum-worker-{n}") for n in range(processes)]
+    children = [
+        ctx.Process(target=_process_main, name=f"quorum-worker-{n}") for n in range(processes)
+    ]
     for child in children:
         child.start()
     try:

@@ -13,8 +13,8 @@ state in one ``CampaignState`` (at most ``window`` ordinals), after its handlers
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -52,7 +52,7 @@ class CampaignWorkflow:
         self._campaign_id = input.campaign_id
         self._state: CampaignState | None = input.state
         self._in_flight: set[int] = set(input.state.in_flight) if input.state else set()
-        self._phase: str = "labeling"
+        self._phase: Literal["labeling", "publishing", "done"] = "labeling"
 
     @workflow.signal(name=SIGNAL_ITEM_FINISHED)
     def item_finished(self, message: ItemFinished) -> None:
@@ -74,7 +74,7 @@ class CampaignWorkflow:
             in_flight=len(self._in_flight),
             counts=self._state.counts,
             generation=self._state.generation,
-            phase=self._phase,  # type: ignore[arg-type]
+            phase=self._phase,
         )
 
     def _refill_batch(self, state: CampaignState) -> int:
@@ -124,12 +124,14 @@ class CampaignWorkflow:
 
             try:
                 await workflow.wait_condition(
-                    lambda: self._refill_batch(state) > 0
-                    or not self._in_flight
-                    or workflow.info().is_continue_as_new_suggested(),
+                    lambda: (
+                        self._refill_batch(state) > 0
+                        or not self._in_flight
+                        or workflow.info().is_continue_as_new_suggested()
+                    ),
                     timeout=RECONCILE_EVERY,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 done = await workflow.execute_activity_method(
                     CampaignActivities.reconcile_in_flight,
                     ReconcileInput(campaign_id=input.campaign_id, ordinals=sorted(self._in_flight)),

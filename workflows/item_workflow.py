@@ -10,7 +10,6 @@ between the API's commit and its send.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -31,7 +30,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
 DB_ACTIVITY_TIMEOUT = timedelta(seconds=60)
@@ -135,7 +135,7 @@ class ItemWorkflow:
         while not self._enough_responses():
             try:
                 await workflow.wait_condition(self._enough_responses, timeout=reconcile)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 refs = await workflow.execute_activity_method(
                     ItemActivities.list_responses,
                     self._input.item_id,
@@ -155,7 +155,7 @@ class ItemWorkflow:
             wait = min(reconcile, deadline - workflow.now())
             try:
                 await workflow.wait_condition(lambda: self._review_id is not None, timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 found = await workflow.execute_activity_method(
                     ItemActivities.find_review,
                     self._input.item_id,

@@ -14,7 +14,7 @@ from schemas.workflow_io import item_workflow_id
 from services.errors import ALREADY_ANSWERED, LEASE_EXPIRED_REASSIGNED
 from simulation.crowd import annotate_until_empty, submit
 from storage import read_manifest, read_records, verify_version
-from tests.pipeline.conftest import Pipeline, bearer
+from tests.pipeline.conftest import Pipeline, bearer, operator
 
 
 async def _count(p: Pipeline, model: type, **where: object) -> int:
@@ -29,12 +29,8 @@ async def test_unanimous_campaign_publishes_without_review(pipeline: Pipeline) -
     p = pipeline
     cid = await p.launch(images=6, annotators_per_image=3, agreement_threshold=1.0)
     crowd = await p.people([1.0, 1.0, 1.0])
-    answered = await asyncio.gather(
-        *(annotate_until_empty(p.http, a, cid, p.truth) for a in crowd)
-    )
+    result, answered = await p.crowd_until_done(cid, crowd)
     assert answered == [6, 6, 6]
-
-    result = await p.result(cid)
     assert (result.counts.finished, result.counts.agreed, result.counts.reviewed) == (6, 6, 0)
     assert result.version == 1
 
@@ -55,5 +51,274 @@ async def test_unanimous_campaign_publishes_without_review(pipeline: Pipeline) -
         assert campaign is not None
         assert campaign.status == "completed"
         assert campaign.published_version == 1
-    assert ctx.store.create(f"datasets/{result.dataset}/versions/000001/manifest.json",
-                            b"{}") is False, "a published version can never be overwritten"
+    assert (
+        ctx.store.create(f"datasets/{result.dataset}/versions/000001/manifest.json", b"{}") is False
+    ), "a published version can never be overwritten"
+
+
+async def test_disagreement_waits_for_review_then_finishes(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(images=3, annotators_per_image=2, agreement_threshold=1.0)
+    right, contrarian = await p.people([1.0, 0.0])
+    (expert,) = await p.people([1.0], role="expert")
+    await annotate_until_empty(p.http, right, cid, p.truth)
+    await annotate_until_empty(p.http, contrarian, cid, p.truth)
+
+    # Every item now disagrees, so every item waits for an expert; nothing is published.
+    async def items_in_review() -> int:
+        return await _count(p, Item, campaign_id=cid, status="review")
+
+    for _ in range(100):
+        if await items_in_review() == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await items_in_review() == 3
+    await asyncio.sleep(0.5)
+    assert await _count(p, Consensus, campaign_id=cid) == 0
+    described = await p.campaign_handle(cid).describe()
+    assert described.status is not None and described.status.name == "RUNNING"
+
+    r = await p.http.get(f"/campaigns/{cid}/reviews", headers=bearer(expert.token))
+    assert r.status_code == 200
+    pending = r.json()
+    assert [e["item_id"] for e in pending] == [f"{cid}-{n}" for n in range(3)]
+    assert all(len(e["answers"]) == 2 for e in pending)
+
+    # An annotator may not review.
+    r = await p.http.post(
+        f"/items/{cid}-0/review",
+        headers=bearer(right.token),
+        json={"decision": "accept_consensus", "idempotency_key": "k" * 16},
+    )
+    assert r.status_code == 403
+
+    decided = {}
+    for entry in pending:
+        good = next(a for a in entry["answers"] if a["annotator_id"] == right.id)
+        r = await p.http.post(
+            f"/items/{entry['item_id']}/review",
+            headers=bearer(expert.token),
+            json={
+                "decision": "accept_response",
+                "response_id": good["response_id"],
+                "idempotency_key": uuid.uuid4().hex,
+            },
+        )
+        assert r.status_code == 200, r.text
+        decided[entry["item_id"]] = r.json()["review_id"]
+
+    result = await p.result(cid)
+    assert (result.counts.finished, result.counts.reviewed, result.counts.agreed) == (3, 3, 0)
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    records = {r["item_id"]: r for r in read_records(ctx.store, result.dataset, result.version)}
+    for item_id, review_id in decided.items():
+        assert records[item_id]["method"] == "review"
+        assert records[item_id]["review_id"] == review_id
+        assert records[item_id]["reviewer_id"] == expert.id
+        assert records[item_id]["labels"] == [p.truth[item_id]]
+
+    # A second decision on a finished item is refused.
+    r = await p.http.post(
+        f"/items/{cid}-0/review",
+        headers=bearer(expert.token),
+        json={"decision": "accept_consensus", "idempotency_key": "x" * 16},
+    )
+    assert r.status_code == 409
+
+
+async def test_repeated_submission_is_counted_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(images=1, annotators_per_image=2, agreement_threshold=0.5)
+    first, second = await p.people([1.0, 1.0])
+    task = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(first.token))).json()
+    assignment = task["task"]["assignment_id"]
+    label = p.truth[f"{cid}-0"]
+
+    # The same answer sent five times at once (a flaky network, an impatient double click).
+    replies = await asyncio.gather(
+        *(
+            submit(p.http, first.token, cid, assignment, [label], idempotency_key="same-key-123")
+            for _ in range(5)
+        )
+    )
+    assert [r.status_code for r in replies] == [200] * 5
+    bodies = [r.json() for r in replies]
+    assert len({b["response_id"] for b in bodies}) == 1
+    assert sorted(b["duplicate"] for b in bodies) == [False, True, True, True, True]
+    assert await _count(p, Response, item_id=f"{cid}-0") == 1
+
+    # A different key for an answered image is a second answer: refused, not counted.
+    again = await submit(
+        p.http, first.token, cid, assignment, [label], idempotency_key="other-key-1"
+    )
+    assert again.status_code == 409
+    assert again.json()["message"] == ALREADY_ANSWERED
+
+    handle = p.temporal.get_workflow_handle(item_workflow_id(cid, 0))
+    for _ in range(50):
+        if await handle.query("response_count") == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await handle.query("response_count") == 1
+
+    await annotate_until_empty(p.http, second, cid, p.truth)
+    result = await p.result(cid)
+    assert result.counts.finished == 1
+    async with p.sessions() as s:
+        consensus = await s.get(Consensus, f"{cid}-0")
+        assert consensus is not None
+        assert sorted(consensus.annotator_ids) == sorted([first.id, second.id])
+
+
+async def test_expired_lease_is_offered_to_another_annotator(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(
+        images=1, annotators_per_image=1, agreement_threshold=1.0, lease_timeout="1s"
+    )
+    slow, quick = await p.people([1.0, 1.0])
+    label = [p.truth[f"{cid}-0"]]
+    held = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(slow.token))).json()
+    # While the lease is live, nobody else gets the only slot.
+    none = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(quick.token))).json()
+    assert none["task"] is None
+
+    await asyncio.sleep(1.5)
+    offered = (
+        await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(quick.token))
+    ).json()
+    assert offered["task"] is not None
+    assert offered["task"]["item_id"] == held["task"]["item_id"] == f"{cid}-0"
+    assert offered["task"]["assignment_id"] != held["task"]["assignment_id"]
+
+    late = await submit(p.http, slow.token, cid, held["task"]["assignment_id"], label)
+    assert late.status_code == 409
+    assert late.json()["message"] == LEASE_EXPIRED_REASSIGNED
+
+    ok = await submit(p.http, quick.token, cid, offered["task"]["assignment_id"], label)
+    assert ok.status_code == 200 and ok.json()["late"] is False
+    result = await p.result(cid)
+    assert result.counts.finished == 1
+    async with p.sessions() as s:
+        consensus = await s.get(Consensus, f"{cid}-0")
+        assert consensus is not None and consensus.annotator_ids == [quick.id]
+        states = dict(
+            (
+                await s.execute(
+                    select(Assignment.annotator_id, Assignment.state).where(
+                        Assignment.campaign_id == cid
+                    )
+                )
+            ).all()
+        )
+    assert states == {slow.id: "expired", quick.id: "submitted"}
+
+
+async def test_late_answer_counts_when_nobody_took_the_slot(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(
+        images=1, annotators_per_image=1, agreement_threshold=1.0, lease_timeout="1s"
+    )
+    (slow,) = await p.people([1.0])
+    held = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(slow.token))).json()
+    await asyncio.sleep(1.3)
+    late = await submit(
+        p.http, slow.token, cid, held["task"]["assignment_id"], [p.truth[f"{cid}-0"]]
+    )
+    assert late.status_code == 200
+    assert late.json()["late"] is True
+    assert (await p.result(cid)).counts.finished == 1
+
+
+async def test_no_annotator_gets_the_same_image_twice(pipeline: Pipeline) -> None:
+    p = pipeline
+    # Accurate annotators: three different answers would (rightly) wait for an expert.
+    cid = await p.launch(images=8, annotators_per_image=3, agreement_threshold=0.5)
+    crowd = await p.people([1.0, 1.0, 1.0, 1.0, 1.0])
+    result, answered = await p.crowd_until_done(cid, crowd)
+    assert sum(answered) == 8 * 3
+    assert result.counts.finished == 8
+    async with p.sessions() as s:
+        pairs = (
+            await s.execute(
+                select(Response.item_id, Response.annotator_id).where(Response.campaign_id == cid)
+            )
+        ).all()
+    assert len(pairs) == 8 * 3
+    assert len(set(pairs)) == len(pairs), "an annotator answered an image twice"
+    assert Counter(item for item, _ in pairs) == {f"{cid}-{n}": 3 for n in range(8)}
+    # Once they have answered everything they could, nobody is offered an image again.
+    for a in crowd:
+        r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(a.token))
+        assert r.status_code == 409 or r.json()["task"] is None
+
+
+async def test_skipped_image_goes_to_someone_else(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(images=1, annotators_per_image=1, agreement_threshold=1.0)
+    skipper, taker = await p.people([1.0, 1.0])
+    t = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(skipper.token))).json()
+    r = await p.http.post(
+        f"/campaigns/{cid}/tasks/{t['task']['assignment_id']}/skip", headers=bearer(skipper.token)
+    )
+    assert r.status_code == 200
+    again = (
+        await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(skipper.token))
+    ).json()
+    assert again["task"] is None, "a skipped image never comes back to the same person"
+    assert await annotate_until_empty(p.http, taker, cid, p.truth) == 1
+    assert (await p.result(cid)).counts.finished == 1
+
+
+async def test_other_peoples_assignments_are_refused(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(images=2, annotators_per_image=1, agreement_threshold=1.0)
+    owner, intruder = await p.people([1.0, 1.0])
+    t = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(owner.token))).json()
+    aid = t["task"]["assignment_id"]
+    label = [p.truth[t["task"]["item_id"]]]
+    assert (await submit(p.http, intruder.token, cid, aid, label)).status_code == 403
+    assert (await submit(p.http, "not-a-real-token", cid, aid, label)).status_code == 401
+    assert await _count(p, Response, campaign_id=cid) == 0
+    bad = await p.http.post(
+        f"/campaigns/{cid}/tasks/{aid}/response",
+        headers=bearer(owner.token),
+        json={
+            "idempotency_key": uuid.uuid4().hex,
+            "objects": [{"type": "tag", "label": "hexagon"}],
+        },
+    )
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "objects.0.label"
+    assert await _count(p, Response, campaign_id=cid) == 0
+    json.dumps(bad.json())
+
+
+async def test_a_bad_spec_is_refused_field_by_field_and_starts_nothing(pipeline: Pipeline) -> None:
+    p = pipeline
+    bad = p.spec(annotators_per_image=0, agreement_threshold=2, lease_timeout="soon")
+    bad["ontology"] = {"classes": []}
+    r = await p.http.post("/campaigns", json=bad, headers=operator())
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {
+        "annotators_per_image",
+        "agreement_threshold",
+        "lease_timeout",
+        "ontology.classes",
+    }
+
+    missing_dir = p.spec(images={"directory": str(p.tmp / "no-such-dir")})
+    r = await p.http.post("/campaigns", json=missing_dir, headers=operator())
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["images.directory"]
+
+    r = await p.http.post("/campaigns", json=p.spec(), headers=bearer("someone-else"))
+    assert r.status_code == 403
+
+    assert await _count(p, Campaign) == 0
+    assert await _count(p, Item) == 0
+    started = [
+        w
+        async for w in p.temporal.list_workflows(f"TaskQueue = '{p.settings.temporal.task_queue}'")
+    ]
+    assert started == []

@@ -169,7 +169,7 @@ def test_local_key_under_a_file_is_not_found(tmp_path: Path) -> None:
 def test_open_store_local(tmp_path: Path) -> None:
     store = open_store(StoreSettings(), S3Settings(), tmp_path)
     assert isinstance(store, LocalObjectStore)
-    assert store.root == tmp_path / "data" / "datasets"
+    assert store.root == tmp_path / "data"  # keys start with datasets/
     custom = open_store(StoreSettings(local_root=str(tmp_path / "x")), S3Settings(), tmp_path)
     assert isinstance(custom, LocalObjectStore)
     assert custom.root == tmp_path / "x"

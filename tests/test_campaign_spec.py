@@ -1,0 +1,140 @@
+"""A spec with errors is refused field by field, by the schema, the CLI and the API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas.campaign_spec import parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = {
+    "name": "cats-and-dogs",
+    "images": {"directory": "images"},
+    "ontology": {"classes": [{"name": "cat"}, {"name": "dog"}]},
+    "annotators_per_image": 3,
+    "agreement_threshold": 0.66,
+    "lease_timeout": "10m",
+    "review_timeout": "2d",
+}
+
+BAD = {
+    "name": "Bad Name!",
+    "images": {},
+    "ontology": {"classes": [{"name": "cat"}]},
+    "annotators_per_image": 0,
+    "agreement_threshold": 1.5,
+    "lease_timeout": "soon",
+    "review_timeout": "10m",
+    "colour": "red",
+}
+BAD_FIELDS = {
+    "name",
+    "images",
+    "ontology.classes",
+    "annotators_per_image",
+    "agreement_threshold",
+    "lease_timeout",
+    "colour",
+}
+
+
+def test_a_good_spec_parses_with_durations() -> None:
+    spec, errors = parse_spec(GOOD)
+    assert errors == [] and spec is not None
+    assert spec.lease_timeout == timedelta(minutes=10)
+    assert spec.review_timeout == timedelta(days=2)
+    assert spec.dataset_name == "cats-and-dogs"
+    assert spec.window == 256
+
+
+def test_every_bad_field_is_named_once() -> None:
+    spec, errors = parse_spec(BAD)
+    assert spec is None
+    assert {e.field for e in errors} == BAD_FIELDS
+    by_field = {e.field: e.message for e in errors}
+    assert by_field["colour"] == "unknown field"
+    assert "exactly one of directory" in by_field["images"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"ontology": {"classes": [{"name": "cat"}, {"name": "cat"}]}}, "ontology"),
+        ({"images": {"directory": "a", "uris": ["file:///x.png"]}}, "images"),
+        ({"images": {"s3_prefix": "http://bucket/x"}}, "images.s3_prefix"),
+        ({"review_timeout": 0}, "review_timeout"),
+        ({"window": 5000}, "window"),
+        (
+            {"ontology": {"classes": [{"name": "cat"}, {"name": "dog", "colour": 1}]}},
+            "ontology.classes.1.colour",
+        ),
+    ],
+    ids=[
+        "duplicate-class",
+        "two-sources",
+        "s3-not-s3",
+        "zero-timeout",
+        "window-too-big",
+        "unknown-class-field",
+    ],
+)
+def test_single_mistakes(patch: dict[str, object], field: str) -> None:
+    spec, errors = parse_spec({**GOOD, **patch})
+    assert spec is None
+    assert [e.field for e in errors] == [field]
+
+
+def test_cli_validate_lists_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(BAD))
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "campaign", "validate", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "no campaign was started" in run.stderr
+    for field in BAD_FIELDS:
+        assert f"  {field}: " in run.stderr
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    ok = subprocess.run(
+        [sys.executable, "-m", "cli.main", "campaign", "validate", str(good)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout
+
+
+def test_cli_names_a_missing_or_broken_file(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "campaign", "validate", str(tmp_path / "nope.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "no such file" in run.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "campaign", "validate", str(broken)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "not valid YAML" in run.stderr
