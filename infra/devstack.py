@@ -22,6 +22,7 @@ None of this is used in production, where Quorum talks to managed services.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -238,7 +239,7 @@ def _go_install(name: str, module: str, label: str) -> Path:
     go = _find_go()
     with _file_lock(bin_dir() / f".{name}.build.lock"):
         # Another process may have finished the build while we waited for the lock.
-        if _is_executable(target):
+        if _is_current_build(target, module):
             return target
         version = module.rpartition("@")[2]
         _say(f"building {label} {version} (first run only, a few minutes)...")
@@ -273,8 +274,20 @@ def _go_install(name: str, module: str, label: str) -> Path:
                 "(GOPROXY) is unreachable, a 'requires go >=' error means Go must be upgraded",
                 log=build_log,
             )
+        _stamp_path(target).write_text(module + "\n")
         _say(f"built {target} in {time.monotonic() - started:.0f}s")
     return target
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.module")
+
+
+def _is_current_build(target: Path, module: str) -> bool:
+    """A cached binary counts only if it was built from the pinned module version, so bumping
+    the pin rebuilds it instead of silently running the old one."""
+    stamp = _stamp_path(target)
+    return _is_executable(target) and stamp.is_file() and stamp.read_text().strip() == module
 
 
 def ensure_temporal() -> Path:
@@ -283,7 +296,7 @@ def ensure_temporal() -> Path:
     The pinned build wins over PATH so that every checkout runs the same server version.
     """
     pinned = bin_dir() / "temporal"
-    if _is_executable(pinned):
+    if _is_current_build(pinned, TEMPORAL_CLI_MODULE):
         return pinned
     on_path = shutil.which("temporal")
     if on_path:
@@ -294,7 +307,7 @@ def ensure_temporal() -> Path:
 def ensure_minio() -> Path:
     """The ``minio`` server: the pinned build in :func:`bin_dir`, else PATH, else build it."""
     pinned = bin_dir() / "minio"
-    if _is_executable(pinned):
+    if _is_current_build(pinned, MINIO_MODULE):
         return pinned
     on_path = shutil.which("minio")
     if on_path:
@@ -1264,8 +1277,11 @@ def _parse_services(value: str) -> list[str]:
 
 
 def _cmd_build(services: Sequence[str]) -> int:
+    # The two Go builds take minutes each on two cores; run them side by side.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
+        found = dict(zip(services, pool.map(lambda n: _ENSURE[n](), services), strict=True))
     for name in services:
-        print(f"{name}: {_ENSURE[name]()}")
+        print(f"{name}: {found[name]}")
     return 0
 
 

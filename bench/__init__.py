@@ -1,0 +1,1 @@
+"""Benchmarks. Each writes a JSON result to bench/results/; none is a timed test."""
