@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Annotator
-from services.errors import PERSON_BLOCKED, UNKNOWN_TOKEN, Forbidden, Unauthorized
+from schemas.campaign_spec import FieldError
+from services.errors import PERSON_BLOCKED, UNKNOWN_TOKEN, Conflict, Forbidden, Unauthorized
 
 Role = Literal["annotator", "expert"]
 
@@ -38,6 +39,13 @@ async def create_person(
     skills: list[str] | None = None,
 ) -> tuple[Annotator, str]:
     """Create a person and return it with its bearer token (the only time the token is seen)."""
+    if external_id is not None and await session.scalar(
+        select(Annotator.id).where(Annotator.external_id == external_id)
+    ):
+        raise Conflict(
+            f"external_id: {external_id!r} is already registered",
+            errors=[FieldError(field="external_id", message="already registered")],
+        )
     token = secrets.token_urlsafe(32)
     person = Annotator(
         id=new_id("ann" if role == "annotator" else "exp"),

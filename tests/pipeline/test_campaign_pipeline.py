@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import uuid
 from collections import Counter
 
@@ -13,6 +14,7 @@ from db.models import Assignment, Campaign, Consensus, Item, Response
 from schemas.workflow_io import item_workflow_id
 from services.errors import ALREADY_ANSWERED, LEASE_EXPIRED_REASSIGNED
 from simulation.crowd import annotate_until_empty, submit
+from simulation.images import generate_images
 from storage import read_manifest, read_records, verify_version
 from tests.pipeline.conftest import Pipeline, bearer, operator
 
@@ -322,3 +324,54 @@ async def test_a_bad_spec_is_refused_field_by_field_and_starts_nothing(pipeline:
         async for w in p.temporal.list_workflows(f"TaskQueue = '{p.settings.temporal.task_queue}'")
     ]
     assert started == []
+
+
+async def test_images_from_an_s3_prefix_are_served_by_presigned_url(pipeline: Pipeline) -> None:
+    p = pipeline
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    s3 = ctx.s3_client
+    bucket = p.settings.store.bucket
+    images = generate_images(p.tmp / "s3-images", 3)
+    for img in images:
+        s3.put_object(Bucket=bucket, Key=f"raw/shapes/{img.path.name}", Body=img.path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="raw/shapes/notes.txt", Body=b"not an image")
+    r = await p.http.post(
+        "/campaigns",
+        json=p.spec(images={"s3_prefix": f"s3://{bucket}/raw/shapes/"}, annotators_per_image=1),
+        headers=operator(),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["item_count"] == 3
+    cid = r.json()["id"]
+    await p.wait_open(cid, 3)
+    (person,) = await p.people([1.0])
+    task = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))).json()
+    image = await p.http.get(task["task"]["image_url"], headers=bearer(person.token))
+    assert image.status_code == 307
+    fetched = await asyncio.to_thread(urllib.request.urlopen, image.headers["location"])
+    assert fetched.read() == images[0].path.read_bytes()
+    # Another person cannot fetch someone else's task image.
+    (other,) = await p.people([1.0])
+    denied = await p.http.get(task["task"]["image_url"], headers=bearer(other.token))
+    assert denied.status_code == 403
+
+    missing = await p.http.post(
+        "/campaigns",
+        json=p.spec(images={"s3_prefix": f"s3://{bucket}/nothing-here/"}),
+        headers=operator(),
+    )
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["field"] == "images.s3_prefix"
+
+
+async def test_people_are_registered_once_per_external_id(pipeline: Pipeline) -> None:
+    p = pipeline
+    body = {"name": "Ada", "external_id": "workforce-42"}
+    first = await p.http.post("/people", json=body, headers=operator())
+    assert first.status_code == 201 and first.json()["token"]
+    again = await p.http.post("/people", json=body, headers=operator())
+    assert again.status_code == 409
+    assert again.json()["errors"][0]["field"] == "external_id"
+    bad = await p.http.post("/people", json={"name": "", "role": "boss"}, headers=operator())
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"name", "role"}
