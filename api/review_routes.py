@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.context import Context, Person
-from schemas.annotations import ResponseBody, TagObject
+from schemas.annotations import AnnotationObject, ResponseBody
 from schemas.workflow_io import SIGNAL_REVIEW_DECIDED, ReviewDecided, item_workflow_id
 from services.errors import EXPERT_ONLY, Forbidden
 from services.reviews import decide, pending_reviews
@@ -32,7 +32,9 @@ class DecisionIn(BaseModel):
     decision: Literal["accept_response", "accept_consensus", "edit"]
     idempotency_key: str = Field(min_length=8, max_length=128)
     response_id: str | None = Field(None, description="With accept_response: the answer kept.")
-    objects: list[TagObject] | None = Field(None, description="With edit: the expert's answer.")
+    objects: list[AnnotationObject] | None = Field(
+        None, description="With edit: the expert's answer."
+    )
 
 
 @router.post("/items/{item_id}/review")

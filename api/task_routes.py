@@ -7,6 +7,7 @@ the answer is still safe: the workflow reconciles with the database on its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 from datetime import datetime
@@ -17,12 +18,14 @@ from urllib.parse import unquote, urlparse
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import update
 
 from api.context import AppContext, Context, Person
 from db.models import Assignment, Campaign, Item
-from schemas.annotations import ResponseBody, TagObject
+from schemas.annotations import AnnotationObject, ResponseBody
 from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
 from services.errors import NOT_YOUR_ASSIGNMENT, Forbidden, NotFound
+from services.image_sources import probe_s3_size
 from services.task_assignment import (
     annotator_progress,
     claim_next,
@@ -38,6 +41,8 @@ class TaskOut(BaseModel):
     assignment_id: str
     item_id: str
     image_url: str
+    width: int | None
+    height: int | None
     lease_expires_at: datetime
     resumed: bool
 
@@ -56,6 +61,8 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
         campaign = await session.get(Campaign, campaign_id)
         assert campaign is not None
         answered = await annotator_progress(session, person.id, campaign_id)
+    if task is not None and task.item.width is None and task.item.uri.startswith("s3://"):
+        await _learn_image_size(ctx, task.item)
     if task is None:
         return NextTask(
             task=None,
@@ -68,6 +75,8 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
             assignment_id=task.assignment.id,
             item_id=task.item.id,
             image_url=f"/campaigns/{campaign_id}/tasks/{task.assignment.id}/image",
+            width=task.item.width,
+            height=task.item.height,
             lease_expires_at=task.assignment.lease_expires_at,
             resumed=task.resumed,
         ),
@@ -77,13 +86,28 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
     )
 
 
+async def _learn_image_size(ctx: AppContext, item: Item) -> None:
+    """S3 images are not opened at launch (a 100,000-image prefix would take long); their
+    size is read from the first bytes when first needed, and kept."""
+    if ctx.s3_client is None:
+        return
+    size = await asyncio.to_thread(probe_s3_size, item.uri, ctx.s3_client)
+    if size is None:
+        return
+    item.width, item.height = size
+    async with ctx.sessions.begin() as session:
+        await session.execute(
+            update(Item).where(Item.id == item.id).values(width=size[0], height=size[1])
+        )
+
+
 class SubmissionIn(BaseModel):
     idempotency_key: str = Field(
         min_length=8,
         max_length=128,
         description="Chosen by the client, reused when it retries: a repeat is counted once.",
     )
-    objects: list[TagObject]
+    objects: list[AnnotationObject]
 
 
 class SubmissionOut(BaseModel):

@@ -99,6 +99,10 @@ class Item(Base):
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
     ordinal: Mapped[int]
     uri: Mapped[str] = mapped_column(Text)
+    # Pixel size, known at launch for local files (and manifests that give it), else read from
+    # the image's header on its first claim. Bounds checks and exports need it.
+    width: Mapped[int | None]
+    height: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(16))  # pending, open, review, done
     # Slots held by live leases or submitted responses: kept in the same transaction as the
     # assignment changes, so the claim can test it on the locked item row.

@@ -119,7 +119,7 @@ def spec_errors(exc: ValidationError) -> list[FieldError]:
     errors: list[FieldError] = []
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "missing":

@@ -45,7 +45,7 @@ async def create_campaign(
     s3_client: object = None,
 ) -> Campaign:
     """Commit the campaign and its items (status ``created``); no workflow runs yet."""
-    uris = list_images(spec.images, base_dir=base_dir, s3_client=s3_client)
+    images = list_images(spec.images, base_dir=base_dir, s3_client=s3_client)
     campaign = Campaign(
         id=f"cmp_{uuid.uuid4().hex[:16]}",
         name=spec.name,
@@ -57,23 +57,25 @@ async def create_campaign(
         lease_timeout_s=spec.lease_timeout.total_seconds(),
         review_timeout_s=spec.review_timeout.total_seconds(),
         window=spec.window,
-        item_count=len(uris),
+        item_count=len(images),
         created_by=created_by,
     )
     async with sessions.begin() as session:
         session.add(campaign)
         await session.flush()
-        for start in range(0, len(uris), INSERT_CHUNK):
+        for start in range(0, len(images), INSERT_CHUNK):
             rows = [
                 {
                     "id": item_id_for(campaign.id, n),
                     "campaign_id": campaign.id,
                     "ordinal": n,
-                    "uri": uri,
+                    "uri": image.uri,
+                    "width": image.width,
+                    "height": image.height,
                     "status": "pending",
                     "slots_taken": 0,
                 }
-                for n, uri in enumerate(uris[start : start + INSERT_CHUNK], start=start)
+                for n, image in enumerate(images[start : start + INSERT_CHUNK], start=start)
             ]
             await session.execute(insert(Item), rows)
     return campaign

@@ -188,7 +188,8 @@ async def submit_response(
 
     campaign = await _campaign(session, assignment.campaign_id)
     ontology = Ontology.model_validate(campaign.spec["ontology"])
-    errors = validate_response(ontology, body)
+    size = (item.width, item.height) if item.width and item.height else None
+    errors = validate_response(ontology, body, size)
     if errors:
         raise InvalidInput(
             "the response has errors: " + "; ".join(f"{e.field}: {e.message}" for e in errors),

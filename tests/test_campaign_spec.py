@@ -37,7 +37,7 @@ BAD = {
 BAD_FIELDS = {
     "name",
     "images",
-    "ontology.classes",
+    "ontology",
     "annotators_per_image",
     "agreement_threshold",
     "lease_timeout",

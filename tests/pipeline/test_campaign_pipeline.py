@@ -346,6 +346,8 @@ async def test_images_from_an_s3_prefix_are_served_by_presigned_url(pipeline: Pi
     await p.wait_open(cid, 3)
     (person,) = await p.people([1.0])
     task = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))).json()
+    # Its size is read from the object's first bytes on the first claim.
+    assert (task["task"]["width"], task["task"]["height"]) == (96, 96)
     image = await p.http.get(task["task"]["image_url"], headers=bearer(person.token))
     assert image.status_code == 307
     fetched = await asyncio.to_thread(urllib.request.urlopen, image.headers["location"])
