@@ -8,6 +8,7 @@ import urllib.request
 import uuid
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from db.models import Assignment, Campaign, Consensus, Item, Response
@@ -377,3 +378,19 @@ async def test_people_are_registered_once_per_external_id(pipeline: Pipeline) ->
     bad = await p.http.post("/people", json={"name": "", "role": "boss"}, headers=operator())
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["errors"]} == {"name", "role"}
+
+
+async def test_an_unreviewed_item_times_out_to_its_majority_flagged(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(
+        images=2, annotators_per_image=3, agreement_threshold=1.0, review_timeout="2s"
+    )
+    crowd = await p.people([1.0, 1.0, 0.0])  # two right, one always wrong: 2 of 3 agree
+    result, _ = await p.crowd_until_done(cid, crowd, within=60)
+    assert (result.counts.finished, result.counts.review_timed_out) == (2, 2)
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    for record in read_records(ctx.store, result.dataset, result.version):
+        assert record["method"] == "review_timed_out"
+        assert record["labels"] == [p.truth[record["item_id"]]]
+        assert record["confidence"] == pytest.approx(2 / 3)
+        assert record["review_id"] is None
