@@ -31,6 +31,7 @@ from schemas.workflow_io import (
     item_id_for,
     item_workflow_id,
 )
+from services import audit
 from storage import ObjectStore, PublishRequest, publish_version
 
 # Starting workflows is one RPC each; a few dozen at once keeps the server busy without
@@ -129,8 +130,19 @@ class CampaignActivities:
     @activity.defn
     async def set_status(self, input: CampaignStatusInput) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(Campaign).where(Campaign.id == input.campaign_id).values(status=input.status)
+            campaign = await session.get(Campaign, input.campaign_id, with_for_update=True)
+            if campaign is None or campaign.status == input.status:
+                return  # a retry after our own commit
+            previous, campaign.status = campaign.status, input.status
+            info = activity.info()
+            await audit.append(
+                session,
+                action="campaign.status_changed",
+                actor=audit.SYSTEM_ACTOR,
+                campaign_id=campaign.id,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+                details={"from": previous, "to": input.status},
             )
 
     @activity.defn
@@ -160,6 +172,23 @@ class CampaignActivities:
                 select(DatasetVersion).where(DatasetVersion.publish_id == input.publish_id)
             )
             if known is None:
+                info = activity.info()
+                await audit.append(
+                    session,
+                    action="dataset.published",
+                    actor=audit.SYSTEM_ACTOR,
+                    campaign_id=campaign.id,
+                    workflow_id=info.workflow_id,
+                    run_id=info.workflow_run_id,
+                    details={
+                        "dataset": version.dataset,
+                        "version": version.version,
+                        "parent": version.parent,
+                        "manifest_uri": version.manifest_uri,
+                        "items": version.item_count,
+                        "publish_id": input.publish_id,
+                    },
+                )
                 session.add(
                     DatasetVersion(
                         dataset=version.dataset,
@@ -170,15 +199,21 @@ class CampaignActivities:
                         item_count=version.item_count,
                     )
                 )
-            await session.execute(
-                update(Campaign)
-                .where(Campaign.id == campaign.id)
-                .values(
-                    status="completed",
-                    published_version=version.version,
-                    manifest_uri=version.manifest_uri,
+            row = await session.get(Campaign, campaign.id, with_for_update=True)
+            assert row is not None
+            row.published_version, row.manifest_uri = version.version, version.manifest_uri
+            if row.status != "completed":
+                info = activity.info()
+                await audit.append(
+                    session,
+                    action="campaign.status_changed",
+                    actor=audit.SYSTEM_ACTOR,
+                    campaign_id=campaign.id,
+                    workflow_id=info.workflow_id,
+                    run_id=info.workflow_run_id,
+                    details={"from": row.status, "to": "completed"},
                 )
-            )
+                row.status = "completed"
         return PublishResult(
             dataset=version.dataset,
             version=version.version,

@@ -6,6 +6,8 @@ Temporal retries an activity that crashed after its commit but before reporting 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -26,6 +28,7 @@ from schemas.workflow_io import (
     ResponseRef,
     campaign_workflow_id,
 )
+from services import audit
 from services.reviews import votes_of
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
@@ -83,8 +86,20 @@ class ItemActivities:
                     list(consensus.labels), campaign.agreement_threshold
                 )
                 item.agreement = agreement
+                await self._audit(
+                    session,
+                    item,
+                    "agreement.computed",
+                    {
+                        "agreement": agreement,
+                        "threshold": threshold,
+                        "tie": consensus.tie,
+                        "responses": [r.id for r in responses],
+                        "annotators": [r.annotator_id for r in responses],
+                    },
+                )
                 if agreement + THRESHOLD_SLACK >= threshold and not consensus.tie:
-                    self._add_consensus(
+                    await self._add_consensus(
                         session,
                         item,
                         labels=list(consensus.labels),
@@ -96,6 +111,12 @@ class ItemActivities:
                     result = ResolveItemResult(outcome="agreed", agreement=agreement)
                 else:
                     item.status = "review"
+                    await self._audit(
+                        session,
+                        item,
+                        "item.escalated",
+                        {"agreement": agreement, "threshold": threshold, "tie": consensus.tie},
+                    )
                     return ResolveItemResult(outcome="review", agreement=agreement)
             campaign_id, ordinal = item.campaign_id, item.ordinal
         await self._notify_campaign(campaign_id, ordinal, "agreed")
@@ -129,7 +150,7 @@ class ItemActivities:
                     raise RuntimeError(f"review {input.review_id} is not in the database")
                 if review is not None:
                     outcome = "reviewed"
-                    self._add_consensus(
+                    await self._add_consensus(
                         session,
                         item,
                         labels=ResponseBody.model_validate(review.body).labels(),
@@ -149,7 +170,7 @@ class ItemActivities:
                         class_order=ontology.class_names,
                     )
                     outcome = "review_timed_out"
-                    self._add_consensus(
+                    await self._add_consensus(
                         session,
                         item,
                         labels=list(consensus.labels),
@@ -163,7 +184,7 @@ class ItemActivities:
         await self._notify_campaign(campaign_id, ordinal, result.outcome)
         return result
 
-    def _add_consensus(
+    async def _add_consensus(
         self,
         session: AsyncSession,
         item: Item,
@@ -194,6 +215,35 @@ class ItemActivities:
         )
         item.status = "done"
         item.finished_at = utcnow()
+        await self._audit(
+            session,
+            item,
+            "consensus.finalized",
+            {
+                "method": method,
+                "labels": labels,
+                "confidence": confidence,
+                "agreement": agreement,
+                "responses": [r.id for r in responses],
+                "review_id": review.id if review else None,
+                "reviewer_id": review.expert_id if review else None,
+            },
+        )
+
+    async def _audit(
+        self, session: AsyncSession, item: Item, action: str, details: dict[str, Any]
+    ) -> None:
+        info = activity.info()
+        await audit.append(
+            session,
+            action=action,
+            actor=audit.SYSTEM_ACTOR,
+            campaign_id=item.campaign_id,
+            item_id=item.id,
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            details=details,
+        )
 
     async def _notify_campaign(self, campaign_id: str, ordinal: int, outcome: ItemOutcome) -> None:
         # After the commit: the campaign ignores a repeat, and a crash before this line is

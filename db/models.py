@@ -85,6 +85,8 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     published_version: Mapped[int | None]
     manifest_uri: Mapped[str | None] = mapped_column(Text)
+    # Skills an annotator must all have to be given this campaign's images (set by operators).
+    required_skills: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
 
 
 class Item(Base):
@@ -212,3 +214,20 @@ class DatasetVersion(Base):
     manifest_uri: Mapped[str] = mapped_column(Text)
     item_count: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TaskLink(Base):
+    """A signed link issued to one person for one campaign (``kind`` campaign: their queue) or
+    one image of it (``kind`` task). The token names this row, so it can be revoked."""
+
+    __tablename__ = "task_links"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # campaign, task
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"))
+    issued_by: Mapped[str] = mapped_column(String(128))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from db.models import Campaign, Consensus, Item
 from schemas.campaign_spec import CampaignSpec, parse_spec
 from schemas.workflow_io import CampaignInput, campaign_workflow_id, item_id_for
+from services import audit
 from services.errors import InvalidInput, NotFound, Unavailable
 from services.image_sources import list_images
 
@@ -63,6 +64,20 @@ async def create_campaign(
     async with sessions.begin() as session:
         session.add(campaign)
         await session.flush()
+        await audit.start_chain(session, campaign.id)
+        await audit.append(
+            session,
+            action="campaign.created",
+            actor=("operator", created_by),
+            campaign_id=campaign.id,
+            workflow_id=campaign_workflow_id(campaign.id),
+            details={
+                "name": spec.name,
+                "dataset": spec.dataset_name,
+                "items": len(images),
+                "spec": campaign.spec,
+            },
+        )
         for start in range(0, len(images), INSERT_CHUNK):
             rows = [
                 {
@@ -112,6 +127,13 @@ async def start_campaign(
         campaign = await session.get(Campaign, campaign_id)
         if campaign is not None and campaign.status == "created":
             campaign.status = "running"
+            await audit.append(
+                session,
+                action="campaign.started",
+                actor=audit.SYSTEM_ACTOR,
+                campaign_id=campaign_id,
+                workflow_id=workflow_id,
+            )
     return workflow_id
 
 

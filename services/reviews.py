@@ -18,6 +18,8 @@ from quality import Vote, item_agreement, majority_vote
 from schemas.annotations import ResponseBody, validate_response
 from schemas.campaign_spec import FieldError
 from schemas.ontology import Ontology
+from schemas.workflow_io import item_workflow_id
+from services import audit
 from services.errors import (
     ALREADY_REVIEWED,
     EXPERT_ONLY,
@@ -180,4 +182,18 @@ async def decide(
     )
     session.add(review)
     await session.flush()
+    await audit.append(
+        session,
+        action="review.decided",
+        actor=("expert", expert.id),
+        campaign_id=item.campaign_id,
+        item_id=item_id,
+        workflow_id=item_workflow_id(item.campaign_id, item.ordinal),
+        details={
+            "review_id": review.id,
+            "decision": decision,
+            "accepted_response_id": review.accepted_response_id,
+            "objects": review.body["objects"],
+        },
+    )
     return ReviewOutcome(review, item.ordinal, item.campaign_id, duplicate=False)
