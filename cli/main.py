@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("version", nargs="?", type=int)
     ds.set_defaults(func=_datasets)
 
+    from cli.audit import build_parser as audit_parser
+    from cli.audit import run_audit
+
+    audit = sub.add_parser("audit", help="read-only commands for auditors")
+    audit_parser(audit)
+    audit.set_defaults(func=run_audit)
+
     dev = sub.add_parser(
         "dev", help="build, start and stop the local servers (see infra/devstack.py)"
     )

@@ -206,3 +206,26 @@ class PublishResult(BaseModel):
     version: int
     manifest_uri: str
     item_count: int
+
+
+# --- the archiver -------------------------------------------------------------------------------
+
+
+def archiver_workflow_id(task_queue: str) -> str:
+    """One archiver per deployment (a deployment is a task queue)."""
+    return f"quorum/archiver/{task_queue}"
+
+
+class ArchiveInput(BaseModel):
+    task_queue: str
+    # Closed workflows are exported when their close time is after this (ISO-8601, UTC).
+    since: str = "1970-01-01T00:00:00Z"
+    interval_seconds: float = 30.0
+    rounds: int = 0  # rounds done in this run; the archiver continues as new every so often
+
+
+class ArchiveRoundResult(BaseModel):
+    exported: int
+    already_kept: int
+    next_since: str  # the checkpoint for the next round
+    anchors: int

@@ -30,6 +30,18 @@ from storage import ObjectStore
 ActorType = Literal["operator", "annotator", "expert", "auditor", "system"]
 SYSTEM_ACTOR: tuple[ActorType, str] = ("system", "quorum")
 ANCHOR_PREFIX = "audit/anchors"
+HISTORY_PREFIX = "audit/histories"
+
+
+def history_key(workflow_id: str, run_id: str) -> str:
+    """Where a closed run's history is kept: write-once, by workflow ID and run ID."""
+    return f"{HISTORY_PREFIX}/{workflow_id}/{run_id}.json"
+
+
+def campaign_of_workflow(workflow_id: str) -> str | None:
+    """The campaign a workflow belongs to (``campaign/<id>`` or ``campaign/<id>/item/<n>``)."""
+    parts = workflow_id.split("/")
+    return parts[1] if len(parts) >= 2 and parts[0] == "campaign" else None
 
 
 def canonical(value: Any) -> bytes:

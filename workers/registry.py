@@ -8,13 +8,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from activities.archive_activities import ArchiveActivities
 from activities.campaign_activities import CampaignActivities
 from activities.item_activities import ItemActivities
 from storage import ObjectStore
+from workflows.archive_workflow import ArchiveWorkflow
 from workflows.campaign_workflow import CampaignWorkflow
 from workflows.item_workflow import ItemWorkflow
 
-WORKFLOWS: Sequence[type] = (CampaignWorkflow, ItemWorkflow)
+WORKFLOWS: Sequence[type] = (CampaignWorkflow, ItemWorkflow, ArchiveWorkflow)
 
 
 def build_activities(
@@ -22,7 +24,9 @@ def build_activities(
 ) -> list[Callable[..., Any]]:
     items = ItemActivities(sessions, client)
     campaigns = CampaignActivities(sessions, client, store)
+    archive = ArchiveActivities(sessions, client, store)
     return [
+        archive.archive_round,
         items.list_responses,
         items.find_review,
         items.resolve_item,

@@ -20,6 +20,7 @@ from db.engine import create_engine, create_sessionmaker
 from infra.settings import Settings, get_settings
 from infra.temporal_client import connect
 from storage import open_store
+from workers.archiver import ensure_archiver
 from workers.registry import WORKFLOWS, build_activities
 
 log = logging.getLogger("quorum.worker")
@@ -44,6 +45,7 @@ async def running_worker(
     )
     try:
         async with worker:
+            await ensure_archiver(client, worker.task_queue)
             yield worker
     finally:
         await engine.dispose()
