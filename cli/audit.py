@@ -22,7 +22,6 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from db.engine import create_engine, create_sessionmaker
 from infra.settings import Settings
 from infra.temporal_client import connect
 from services.audit_views import (
@@ -46,10 +45,9 @@ async def _temporal_or_none(settings: Settings) -> Client | None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    engine = create_engine(settings.database_url)
     store = open_store(settings.store, settings.s3, settings.home)
     try:
-        async with read_only_session(create_sessionmaker(engine)) as session:
+        async with read_only_session(settings.database_url) as session:
             if args.action == "item":
                 client = await _temporal_or_none(settings)
                 for event in await item_timeline(session, client, store, args.item_id):
@@ -84,8 +82,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     except QuorumError as exc:
         print(f"quorum audit: {exc.message}", file=sys.stderr)
         return 2
-    finally:
-        await engine.dispose()
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

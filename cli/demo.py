@@ -29,13 +29,16 @@ from typing import Any
 
 import httpx
 import uvicorn
+from temporalio.client import Client
 
 from api.app import create_app
 from db.migrate import upgrade_database
 from infra.devstack import DevStackError, TemporalDevServer, free_port, stack_dir
 from infra.settings import Settings
 from infra.temporal_client import connect
-from schemas.workflow_io import CampaignResult, campaign_workflow_id
+from schemas.workflow_io import CampaignResult, archiver_workflow_id, campaign_workflow_id
+from services.audit import HISTORY_PREFIX, ChainReport
+from services.audit_views import read_only_session, verify_campaign
 from simulation.crowd import (
     SimulatedAnnotator,
     annotate_until_empty,
@@ -43,7 +46,7 @@ from simulation.crowd import (
     review_until_done,
 )
 from simulation.images import generate_images
-from storage import list_versions, open_store, read_manifest, read_records
+from storage import ObjectStore, list_versions, open_store, read_manifest, read_records
 from workers.worker_process import running_worker
 
 DATASET = "demo-shapes"
@@ -399,6 +402,9 @@ async def _run(settings: Settings, *, images: int, seed: int) -> int:
             labeling_time = time.monotonic() - labeling_started
             answered = sum(t.result() for t in workers[:-1])
             reviewed_by_expert = workers[-1].result()
+            archived, chain = await _archive_and_verify(
+                settings, client, store, task_queue, campaign_id, expected=images + 1
+            )
 
     # 6. The report.
     manifest = read_manifest(store, result.dataset, result.version)
@@ -433,6 +439,12 @@ async def _run(settings: Settings, *, images: int, seed: int) -> int:
         f"  dataset                 {result.dataset} version {result.version} "
         f"(versions kept: {', '.join(map(str, versions))})",
         f"  manifest                {result.manifest_uri}",
+        "",
+        f"  audit log               {chain.entries} entries, "
+        + ("hash chain intact" if chain.ok else f"BROKEN: {chain.first_problem}"),
+        f"  histories archived      {archived} workflow runs (write-once, replayable)",
+        f"  audit                   quorum audit verify {campaign_id}",
+        f"                          quorum audit item {campaign_id}-0",
     ]
     if local is not None:
         lines.append(f"  local path              {local}")
@@ -451,6 +463,32 @@ async def _run(settings: Settings, *, images: int, seed: int) -> int:
         )
     print("\n".join(lines), flush=True)
     return 0
+
+
+async def _archive_and_verify(
+    settings: Settings,
+    client: Client,
+    store: ObjectStore,
+    task_queue: str,
+    campaign_id: str,
+    *,
+    expected: int,
+) -> tuple[int, ChainReport]:
+    """Have the archiver keep this campaign's closed histories, then check the audit chain.
+    The archiver belongs to this demo's task queue, so it is stopped afterwards."""
+    archiver = client.get_workflow_handle(archiver_workflow_id(task_queue))
+    prefix = f"{HISTORY_PREFIX}/campaign/{campaign_id}/"
+    archived = 0
+    for _ in range(40):
+        await archiver.signal("archive_now")
+        await asyncio.sleep(0.25)
+        archived = len(await asyncio.to_thread(lambda: list(store.list(prefix))))
+        if archived >= expected:
+            break
+    await archiver.terminate("the demo is over")
+    async with read_only_session(settings.database_url) as session:
+        report = await verify_campaign(session, store, campaign_id)
+    return archived, report
 
 
 def _workflow_link(settings: Settings, workflow_id: str) -> str:

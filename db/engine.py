@@ -20,26 +20,49 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, read_only: bool = False
+) -> AsyncEngine:
+    """An engine for ``url``. ``read_only`` engines are refused writes by the database
+    itself (the auditor's): SQLite opens the file with mode=ro, PostgreSQL runs every
+    transaction READ ONLY."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        if read_only:
+            path = Path(parsed.database or "").resolve()
+            engine = create_async_engine(
+                f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true",
+                echo=echo,
+                connect_args={"timeout": 60},
+            )
+            _take_over_transactions(engine, begin="BEGIN")
+            return engine
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 60})
-        _use_immediate_transactions(engine)
+        _take_over_transactions(engine, begin="BEGIN IMMEDIATE")
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        execution_options={"postgresql_readonly": True} if read_only else {},
     )
 
 
-def _use_immediate_transactions(engine: AsyncEngine) -> None:
+def _take_over_transactions(engine: AsyncEngine, *, begin: str) -> None:
     # The recipe from SQLAlchemy's aiosqlite docs: turn off the driver's own transaction
     # handling, then begin every transaction ourselves.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        if begin == "BEGIN":  # read-only: no journal changes
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+            return
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -48,7 +71,7 @@ def _use_immediate_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

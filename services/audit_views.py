@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from db.audit_models import AuditEntry, AuditHead
+from db.engine import create_engine, create_sessionmaker
 from db.models import Annotator, Consensus, Item, Response
 from schemas.workflow_io import item_workflow_id
 from services.audit import HISTORY_PREFIX, ChainReport, load_anchors, verify_chain
@@ -29,23 +30,14 @@ from storage import ObjectNotFound, ObjectStore, read_records
 
 
 @asynccontextmanager
-async def read_only_session(
-    sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """A session whose transaction the database itself refuses to write in."""
-    async with sessions() as session:
-        dialect = session.bind.dialect.name if session.bind else ""
-        if dialect == "postgresql":
-            await session.execute(text("SET TRANSACTION READ ONLY"))
-        elif dialect == "sqlite":
-            await session.execute(text("PRAGMA query_only = ON"))
-        try:
+async def read_only_session(url: str) -> AsyncIterator[AsyncSession]:
+    """A session on an engine the database itself refuses to write through."""
+    engine = create_engine(url, read_only=True)
+    try:
+        async with create_sessionmaker(engine)() as session:
             yield session
-        finally:
-            if dialect == "sqlite":
-                await session.rollback()
-                await session.execute(text("PRAGMA query_only = OFF"))
-            await session.rollback()
+    finally:
+        await engine.dispose()
 
 
 def entry_json(e: AuditEntry) -> dict[str, Any]:

@@ -23,7 +23,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(f"recorded/{path.stem}", json.loads(path.read_text()))
+    recorded = json.loads(path.read_text())  # noqa: ASYNC240 (a small local fixture)
+    history = WorkflowHistory.from_json(f"recorded/{path.stem}", recorded)
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history)
 
