@@ -1,20 +1,19 @@
-"""``make bench``: run the benchmarks at small sizes and write their JSON results."""
+"""``make bench``: every benchmark at small sizes (minutes, not hours), results as JSON.
+
+Full-size runs are separate commands (see bench/README.md); their JSON is committed.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 
 from bench.pipeline_bench import run_pipeline_bench
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--images", type=int, nargs="+", default=[200, 1000])
-    args = parser.parse_args(argv)
-    for n in args.images:
-        path = asyncio.run(run_pipeline_bench(images=n))
+def main() -> int:
+    for images, processes in ((200, 1), (200, 2)):
+        path = asyncio.run(run_pipeline_bench(images, processes=processes))
         print(f"wrote {path}")
     return 0
 

@@ -1,16 +1,28 @@
-"""Pipeline throughput: a campaign of N images, k = 3 simulated annotators who answer at once.
+"""Pipeline throughput, beside the Temporal floor, and the Temporal cost per image.
 
-Runs on a fresh Temporal dev server, SQLite and the local dataset store (the embedded default),
-with one in-process worker and the API in process. Reports images per second from launch to the
-published dataset, and the Temporal history events per image of a sample of item workflows.
+One run:
+1. starts a fresh Temporal dev server (and PostgreSQL when asked) in a temporary directory;
+2. the floor: N bare workflows that each start, receive k = 3 signals and complete, with the
+   same bound on workflows in flight as a campaign;
+3. the pipeline: a campaign of N images, k = 3 simulated annotators who answer at once through
+   the API, run by P worker processes (``quorum worker``, separate OS processes);
+4. counts, not times: history events and workflow tasks per image, for an agreed image and
+   for one that went to review, and the campaign workflow's events per image;
+5. the peak memory (VmHWM) of each worker process.
+
+Writes ``bench/results/pipeline-<db>-<N>-p<P>.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import platform
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -20,19 +32,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from api.app import create_app
+from bench.floor_workflow import FloorWorkflow
 from db.migrate import upgrade_database
-from infra.devstack import TemporalDevServer, free_port
+from infra.devstack import PostgresServer, TemporalDevServer, free_port
 from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSettings
 from infra.temporal_client import connect
 from schemas.workflow_io import CampaignResult, campaign_workflow_id, item_workflow_id
-from simulation.crowd import SimulatedAnnotator, annotate_until_empty, register
+from simulation.crowd import (
+    SimulatedAnnotator,
+    annotate_until_empty,
+    register,
+    review_until_done,
+)
 from simulation.images import generate_images
-from workers.worker_process import running_worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 K = 3
+WINDOW = 256
 OPERATOR = "bench-operator"
 
 
@@ -43,106 +64,267 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "temporalio": version("temporalio"),
         "sqlalchemy": version("sqlalchemy"),
+        "temporal_cli": "v1.5.1",
     }
 
 
-async def run_pipeline_bench(images: int, annotators: int = 6) -> Path:
+async def run_floor(client: Client, images: int) -> float:
+    """Images per second for the bare workflow, with at most WINDOW in flight."""
+    task_queue = f"floor-{uuid.uuid4().hex[:8]}"
+    semaphore = asyncio.Semaphore(WINDOW)
+
+    async def one(n: int) -> None:
+        async with semaphore:
+            handle = await client.start_workflow(
+                FloorWorkflow.run, K, id=f"floor/{task_queue}/{n}", task_queue=task_queue
+            )
+            for a in range(K):
+                await handle.signal(FloorWorkflow.answer, f"answer-{a}")
+            await handle.result()
+
+    async with Worker(client, task_queue=task_queue, workflows=[FloorWorkflow]):
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(images)))
+        return images / (time.perf_counter() - started)
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QUORUM_HOME": str(settings.home),
+        "QUORUM_TEMPORAL__ADDRESS": settings.temporal.address,
+        "QUORUM_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
+        "QUORUM_DATABASE__URL": settings.database_url,
+        "QUORUM_STORE__LOCAL_ROOT": str(settings.home / "data"),
+    }
+
+
+def _start_workers(settings: Settings, processes: int, log: Path) -> list[subprocess.Popen[bytes]]:
+    """`quorum worker` processes, configured only through the environment, like production."""
+    with log.open("ab") as out:
+        return [
+            subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "worker"],
+                cwd=REPO,
+                env=_worker_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(processes)
+        ]
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def _history_counts(client: Client, workflow_id: str) -> dict[str, int]:
+    events = tasks = runs = 0
+    async for run in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+        history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+        runs += 1
+        events += len(history.events)
+        tasks += sum(
+            1 for e in history.events if e.HasField("workflow_task_completed_event_attributes")
+        )
+    return {"events": events, "workflow_tasks": tasks, "runs": runs}
+
+
+async def run_campaign(
+    settings: Settings, images: int, *, annotators: int, contrarian: bool = False
+) -> tuple[str, float, CampaignResult]:
+    """Launch a campaign through the API and let the crowd answer; returns its id, time,
+    and result. A contrarian crowd disagrees on every image (the review path)."""
+    labeled = generate_images(settings.home / f"images-{uuid.uuid4().hex[:6]}", images, size=32)
+    app = create_app(settings=settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120
+        ) as http,
+    ):
+        crowd = []
+        # The contrarian crowd is exactly k people, one always wrong: every image disagrees.
+        accuracies = [1.0, 0.0, 1.0] if contrarian else [1.0] * annotators
+        for accuracy in accuracies:
+            body = await register(http, OPERATOR, f"bench-{uuid.uuid4().hex[:6]}")
+            crowd.append(
+                SimulatedAnnotator(
+                    name=body["name"], accuracy=accuracy, token=body["token"], id=body["id"]
+                )
+            )
+        experts = []
+        if contrarian:
+            experts.append(await register(http, OPERATOR, "bench-expert", role="expert"))
+        spec = {
+            "name": "bench",
+            "images": {"directory": str(labeled[0].path.parent)},
+            "ontology": {"classes": [{"name": c} for c in ("circle", "square", "triangle")]},
+            "annotators_per_image": K,
+            "agreement_threshold": 1.0 if contrarian else 0.5,
+            "lease_timeout": "10m",
+            "review_timeout": "10m",
+            "window": WINDOW,
+        }
+        started = time.perf_counter()
+        r = await http.post(
+            "/campaigns", json=spec, headers={"Authorization": f"Bearer {OPERATOR}"}
+        )
+        r.raise_for_status()
+        cid = r.json()["id"]
+        truth = {f"{cid}-{n}": img.label for n, img in enumerate(labeled)}
+        done = asyncio.Event()
+        work = [
+            asyncio.create_task(
+                annotate_until_empty(http, a, cid, truth, until=done, idle_sleep=0.02)
+            )
+            for a in crowd
+        ]
+        if experts:
+            work.append(
+                asyncio.create_task(
+                    review_until_done(http, experts[0]["token"], cid, truth, stop=done, poll=0.1)
+                )
+            )
+        client = await connect(settings.temporal)
+        result = await client.get_workflow_handle(
+            campaign_workflow_id(cid), result_type=CampaignResult
+        ).result()
+        elapsed = time.perf_counter() - started
+        done.set()
+        await asyncio.gather(*work)
+    return cid, elapsed, result
+
+
+async def run_pipeline_bench(
+    images: int, *, processes: int = 1, db: str = "sqlite", annotators: int = 6
+) -> Path:
     with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmp:
         home = Path(tmp)
         server = TemporalDevServer(
             home / "temporal", port=free_port(), ui_port=free_port(), headless=True
         )
-        with server:
-            settings = Settings(
-                environment="test",
-                home=home,
-                temporal=TemporalSettings(
-                    address=server.address, task_queue=f"bench-{uuid.uuid4().hex[:8]}"
-                ),
-                database=DatabaseSettings(url=f"sqlite+aiosqlite:///{home / 'bench.db'}"),
-                api=ApiSettings(operator_token=OPERATOR),
+        pg = (
+            PostgresServer(
+                Path(tempfile.mkdtemp(prefix="quorum-bench-pg-")), port=free_port(), durable=False
             )
-            await upgrade_database(settings.database_url)
-            labeled = generate_images(home / "images", images, size=32)
-            app = create_app(settings=settings)
-            async with (
-                running_worker(settings),
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=60
-                ) as http,
-            ):
-                crowd = []
-                for n in range(annotators):
-                    body = await register(http, OPERATOR, f"bench-{n}", max_concurrent=1)
-                    crowd.append(
-                        SimulatedAnnotator(
-                            name=body["name"], accuracy=1.0, token=body["token"], id=body["id"]
-                        )
-                    )
-                spec = {
-                    "name": "bench",
-                    "images": {"directory": str(home / "images")},
-                    "ontology": {
-                        "classes": [{"name": c} for c in ("circle", "square", "triangle")]
-                    },
-                    "annotators_per_image": K,
-                    "agreement_threshold": 0.5,
-                    "lease_timeout": "5m",
-                    "review_timeout": "5m",
-                }
-                started = time.perf_counter()
-                r = await http.post(
-                    "/campaigns", json=spec, headers={"Authorization": f"Bearer {OPERATOR}"}
+            if db == "postgres"
+            else None
+        )
+        with server:
+            if pg is not None:
+                pg.start()
+            try:
+                url = (
+                    pg.create_database("bench")
+                    if pg is not None
+                    else f"sqlite+aiosqlite:///{home / 'bench.db'}"
                 )
-                r.raise_for_status()
-                cid = r.json()["id"]
-                truth = {f"{cid}-{n}": img.label for n, img in enumerate(labeled)}
-                done = asyncio.Event()
-                workers = [
-                    asyncio.create_task(
-                        annotate_until_empty(http, a, cid, truth, until=done, idle_sleep=0.02)
-                    )
-                    for a in crowd
-                ]
+                settings = Settings(
+                    environment="test",
+                    home=home,
+                    temporal=TemporalSettings(
+                        address=server.address, task_queue=f"bench-{uuid.uuid4().hex[:8]}"
+                    ),
+                    database=DatabaseSettings(url=url),
+                    api=ApiSettings(operator_token=OPERATOR),
+                )
+                await upgrade_database(settings.database_url)
                 client = await connect(settings.temporal)
-                result = await client.get_workflow_handle(
-                    campaign_workflow_id(cid), result_type=CampaignResult
-                ).result()
-                elapsed = time.perf_counter() - started
-                done.set()
-                answered = sum(await asyncio.gather(*workers))
+                floor = await run_floor(client, images)
 
-                sample = range(0, images, max(1, images // 20))
-                events = []
-                for n in sample:
-                    history = await client.get_workflow_handle(
-                        item_workflow_id(cid, n)
-                    ).fetch_history()
-                    events.append(len(history.events))
+                workers = _start_workers(settings, processes, home / "workers.log")
+                try:
+                    cid, elapsed, result = await run_campaign(
+                        settings, images, annotators=annotators
+                    )
+                    rss = [_peak_rss_mb(w.pid) for w in workers]
+                    review_cid, _, _ = await run_campaign(
+                        settings, 4, annotators=annotators, contrarian=True
+                    )
+                finally:
+                    for w in workers:
+                        w.send_signal(signal.SIGTERM)
+                    for w in workers:
+                        w.wait(30)
 
+                sample = range(0, images, max(1, images // 10))
+                agreed = [await _history_counts(client, item_workflow_id(cid, n)) for n in sample]
+                reviewed = [
+                    await _history_counts(client, item_workflow_id(review_cid, n)) for n in range(4)
+                ]
+                campaign = await _history_counts(client, campaign_workflow_id(cid))
+            finally:
+                if pg is not None:
+                    pg.stop()
+
+    def mean(rows: list[dict[str, int]], key: str) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 2)
+
+    pipeline_rate = images / elapsed
     out = {
         "benchmark": "pipeline",
         "at": datetime.now(UTC).isoformat(),
         "machine": machine(),
+        "command": f"python -m bench.pipeline_bench --images {images} --processes {processes} "
+        f"--db {db}",
         "config": {
             "images": images,
             "annotators_per_image": K,
             "annotators": annotators,
-            "database": "sqlite",
+            "database": db,
             "store": "local",
-            "worker_processes": 1,
+            "worker_processes": processes,
+            "window": WINDOW,
         },
         "results": {
             "seconds": round(elapsed, 3),
-            "images_per_second": round(images / elapsed, 2),
-            "answers": answered,
+            "images_per_second": round(pipeline_rate, 2),
+            "floor_images_per_second": round(floor, 2),
+            "ratio_to_floor": round(pipeline_rate / floor, 3),
             "finished": result.counts.finished,
             "campaign_runs": result.generations + 1,
-            "item_history_events_mean": sum(events) / len(events),
+            "per_image": {
+                "agreed": {
+                    "history_events": mean(agreed, "events"),
+                    "workflow_tasks": mean(agreed, "workflow_tasks"),
+                },
+                "review": {
+                    "history_events": mean(reviewed, "events"),
+                    "workflow_tasks": mean(reviewed, "workflow_tasks"),
+                },
+                "campaign_events": round(campaign["events"] / images, 2),
+                "campaign_workflow_tasks": round(campaign["workflow_tasks"] / images, 3),
+            },
+            "worker_peak_rss_mb": rss,
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"pipeline-{images}.json"
+    path = RESULTS / f"pipeline-{db}-{images}-p{processes}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args(argv)
+    path = asyncio.run(run_pipeline_bench(args.images, processes=args.processes, db=args.db))
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
