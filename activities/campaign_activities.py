@@ -15,8 +15,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.item_activities import outcome_of
 from db.models import Campaign, Consensus, DatasetVersion, Item, Response, utcnow
-from quality import krippendorff_alpha_nominal
-from schemas.annotations import ResponseBody
+from quality import CampaignItem, geometry_alpha, krippendorff_alpha_nominal
+from schemas.ontology import Ontology
 from schemas.workflow_io import (
     CampaignPlan,
     CampaignStatusInput,
@@ -32,6 +32,7 @@ from schemas.workflow_io import (
     item_workflow_id,
 )
 from services import audit
+from services.consensus import class_specs, response_objects, tag_labels
 from storage import ObjectStore, PublishRequest, publish_version
 
 # Starting workflows is one RPC each; a few dozen at once keeps the server busy without
@@ -226,21 +227,14 @@ async def _campaign_records(
     session: AsyncSession, campaign: Campaign
 ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
     """Label records with their provenance, class counts, and the campaign's agreement."""
-    answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    ontology = Ontology.model_validate(campaign.spec["ontology"])
+    by_item: dict[str, list[Response]] = defaultdict(list)
     for response in await session.scalars(
         select(Response)
         .where(Response.campaign_id == campaign.id)
-        .order_by(Response.item_id, Response.submitted_at)
+        .order_by(Response.item_id, Response.submitted_at, Response.id)
     ):
-        answers[response.item_id].append(
-            {
-                "response_id": response.id,
-                "annotator_id": response.annotator_id,
-                "labels": ResponseBody.model_validate(response.body).labels(),
-                "submitted_at": response.submitted_at.isoformat(),
-                "late": response.late,
-            }
-        )
+        by_item[response.item_id].append(response)
 
     rows = await session.execute(
         select(Item, Consensus)
@@ -252,22 +246,38 @@ async def _campaign_records(
     class_counts: Counter[str] = Counter()
     methods: Counter[str] = Counter()
     agreements: list[float] = []
+    metric_items: list[CampaignItem] = []
     for item, consensus in rows.all():
-        labels = ResponseBody.model_validate(consensus.body).labels()
-        class_counts.update(labels)
+        objects = consensus.body["objects"]
+        class_counts.update(o["label"] for o in objects)
         methods[consensus.method] += 1
         agreements.append(consensus.agreement)
+        answers = by_item.get(item.id, [])
+        size = (item.width, item.height) if item.width and item.height else None
+        metric_items.append(CampaignItem(responses=response_objects(answers), image_size=size))
         records.append(
             {
                 "item_id": item.id,
                 "campaign_id": campaign.id,
                 "image": item.uri,
-                "labels": labels,
-                "objects": consensus.body["objects"],
+                "width": item.width,
+                "height": item.height,
+                "labels": tag_labels(objects),
+                "objects": objects,
                 "confidence": consensus.confidence,
                 "agreement": consensus.agreement,
                 "method": consensus.method,
-                "responses": answers.get(item.id, []),
+                "responses": [
+                    {
+                        "response_id": r.id,
+                        "annotator_id": r.annotator_id,
+                        "labels": tag_labels(r.body["objects"]),
+                        "objects": r.body["objects"],
+                        "submitted_at": r.submitted_at.isoformat(),
+                        "late": r.late,
+                    }
+                    for r in answers
+                ],
                 "review_id": consensus.review_id,
                 "reviewer_id": consensus.reviewer_id,
                 "workflow_id": consensus.workflow_id,
@@ -276,19 +286,19 @@ async def _campaign_records(
             }
         )
 
-    single_label = not campaign.spec["ontology"].get("multi_label", False)
-    alpha = None
-    if single_label and answers:
-        units = [
-            [a["labels"][0] for a in item_answers if a["labels"]]
-            for item_answers in answers.values()
-        ]
-        value = krippendorff_alpha_nominal(units)
-        alpha = None if value != value else value  # nan (no variation at all) is reported as null
+    alpha: float | None = None
+    if metric_items and ontology.is_classification and not ontology.multi_label:
+        units = [[r["labels"][0] for r in record["responses"] if r["labels"]] for record in records]
+        alpha = krippendorff_alpha_nominal(units)
+    elif metric_items:
+        alpha = geometry_alpha(metric_items, class_specs(ontology))
     agreement = {
         "items": len(records),
         "mean_item_agreement": sum(agreements) / len(agreements) if agreements else None,
-        "krippendorff_alpha_nominal": alpha,
+        # Nominal alpha for single-label classes; otherwise alpha with the distance
+        # 1 - similarity over matched objects. nan (no variation at all) is reported as null.
+        "krippendorff_alpha": None if alpha is None or alpha != alpha else alpha,
+        "krippendorff_alpha_nominal": None if alpha is None or alpha != alpha else alpha,
         "methods": dict(methods),
     }
     return records, dict(class_counts), agreement

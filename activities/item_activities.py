@@ -14,8 +14,6 @@ from temporalio import activity
 from temporalio.client import Client
 
 from db.models import Campaign, Consensus, Item, Response, Review, utcnow
-from quality import item_agreement, majority_vote
-from schemas.annotations import ResponseBody
 from schemas.ontology import Ontology
 from schemas.workflow_io import (
     SIGNAL_ITEM_FINISHED,
@@ -29,7 +27,7 @@ from schemas.workflow_io import (
     campaign_workflow_id,
 )
 from services import audit
-from services.reviews import votes_of
+from services.consensus import assess, decided_objects, tag_labels
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
 # 0.6667 means "two of three", so compare with a little slack.
@@ -73,51 +71,53 @@ class ItemActivities:
                 responses = list(
                     (
                         await session.scalars(
-                            select(Response).where(Response.id.in_(input.response_ids))
+                            select(Response)
+                            .where(Response.id.in_(input.response_ids))
+                            .order_by(Response.submitted_at, Response.id)
                         )
                     ).all()
                 )
-                votes = votes_of(responses)
-                agreement = item_agreement(votes, multi_label=ontology.multi_label)
-                consensus = majority_vote(
-                    votes, multi_label=ontology.multi_label, class_order=ontology.class_names
-                )
+                result_of = assess(ontology, responses, _size(item))
                 threshold = ontology.threshold_for(
-                    list(consensus.labels), campaign.agreement_threshold
+                    sorted({o["label"] for o in result_of.objects}), campaign.agreement_threshold
                 )
-                item.agreement = agreement
+                item.agreement = result_of.agreement
                 await self._audit(
                     session,
                     item,
                     "agreement.computed",
                     {
-                        "agreement": agreement,
+                        "agreement": result_of.agreement,
                         "threshold": threshold,
-                        "tie": consensus.tie,
+                        "tie": result_of.tie,
                         "responses": [r.id for r in responses],
                         "annotators": [r.annotator_id for r in responses],
                     },
                 )
-                if agreement + THRESHOLD_SLACK >= threshold and not consensus.tie:
+                if result_of.agreement + THRESHOLD_SLACK >= threshold and not result_of.tie:
                     await self._add_consensus(
                         session,
                         item,
-                        labels=list(consensus.labels),
-                        method="majority_vote",
-                        confidence=consensus.confidence,
-                        agreement=agreement,
+                        objects=result_of.objects,
+                        method="majority_vote" if ontology.is_classification else "consensus",
+                        confidence=result_of.confidence,
+                        agreement=result_of.agreement,
                         responses=responses,
                     )
-                    result = ResolveItemResult(outcome="agreed", agreement=agreement)
+                    result = ResolveItemResult(outcome="agreed", agreement=result_of.agreement)
                 else:
                     item.status = "review"
                     await self._audit(
                         session,
                         item,
                         "item.escalated",
-                        {"agreement": agreement, "threshold": threshold, "tie": consensus.tie},
+                        {
+                            "agreement": result_of.agreement,
+                            "threshold": threshold,
+                            "tie": result_of.tie,
+                        },
                     )
-                    return ResolveItemResult(outcome="review", agreement=agreement)
+                    return ResolveItemResult(outcome="review", agreement=result_of.agreement)
             campaign_id, ordinal = item.campaign_id, item.ordinal
         await self._notify_campaign(campaign_id, ordinal, "agreed")
         return result
@@ -150,10 +150,17 @@ class ItemActivities:
                     raise RuntimeError(f"review {input.review_id} is not in the database")
                 if review is not None:
                     outcome = "reviewed"
+                    support = (
+                        [review.accepted_response_id]
+                        if review.accepted_response_id
+                        else [r.id for r in responses]
+                        if review.decision == "accept_consensus"
+                        else []
+                    )
                     await self._add_consensus(
                         session,
                         item,
-                        labels=ResponseBody.model_validate(review.body).labels(),
+                        objects=decided_objects(review.body, support),
                         method="review",
                         confidence=1.0,
                         agreement=item.agreement or 0.0,
@@ -164,18 +171,14 @@ class ItemActivities:
                     campaign = await session.get(Campaign, item.campaign_id)
                     assert campaign is not None
                     ontology = Ontology.model_validate(campaign.spec["ontology"])
-                    consensus = majority_vote(
-                        votes_of(responses),
-                        multi_label=ontology.multi_label,
-                        class_order=ontology.class_names,
-                    )
+                    majority = assess(ontology, responses, _size(item))
                     outcome = "review_timed_out"
                     await self._add_consensus(
                         session,
                         item,
-                        labels=list(consensus.labels),
+                        objects=majority.objects,
                         method="review_timed_out",
-                        confidence=consensus.confidence,
+                        confidence=majority.confidence,
                         agreement=item.agreement or 0.0,
                         responses=responses,
                     )
@@ -189,7 +192,7 @@ class ItemActivities:
         session: AsyncSession,
         item: Item,
         *,
-        labels: list[str],
+        objects: list[dict[str, Any]],
         method: str,
         confidence: float,
         agreement: float,
@@ -201,7 +204,7 @@ class ItemActivities:
             Consensus(
                 item_id=item.id,
                 campaign_id=item.campaign_id,
-                body={"objects": [{"type": "tag", "label": label} for label in labels]},
+                body={"objects": objects},
                 method=method,
                 confidence=confidence,
                 agreement=agreement,
@@ -221,7 +224,8 @@ class ItemActivities:
             "consensus.finalized",
             {
                 "method": method,
-                "labels": labels,
+                "labels": tag_labels(objects),
+                "objects": len(objects),
                 "confidence": confidence,
                 "agreement": agreement,
                 "responses": [r.id for r in responses],
@@ -265,5 +269,14 @@ async def _finished_outcome(session: AsyncSession, item_id: str) -> ItemOutcome:
     return outcome_of(method or "majority_vote")
 
 
+def _size(item: Item) -> tuple[int, int] | None:
+    return (item.width, item.height) if item.width and item.height else None
+
+
 def outcome_of(method: str) -> ItemOutcome:
-    return {"majority_vote": "agreed", "review": "reviewed"}.get(method, "review_timed_out")  # type: ignore[return-value]
+    outcomes: dict[str, ItemOutcome] = {
+        "majority_vote": "agreed",
+        "consensus": "agreed",
+        "review": "reviewed",
+    }
+    return outcomes.get(method, "review_timed_out")

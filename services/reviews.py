@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Annotator, Campaign, Item, Response, Review
-from quality import Vote, item_agreement, majority_vote
 from schemas.annotations import ResponseBody, validate_response
 from schemas.campaign_spec import FieldError
 from schemas.ontology import Ontology
 from schemas.workflow_io import item_workflow_id
 from services import audit
+from services.consensus import assess, strip_provenance
 from services.errors import (
     ALREADY_REVIEWED,
     EXPERT_ONLY,
@@ -43,43 +43,39 @@ class ReviewOutcome:
     duplicate: bool
 
 
-def votes_of(responses: list[Response]) -> list[Vote]:
-    return [
-        Vote(
-            annotator_id=r.annotator_id,
-            labels=frozenset(ResponseBody.model_validate(r.body).labels()),
-            response_id=r.id,
-        )
-        for r in responses
-    ]
-
-
 async def item_responses(session: AsyncSession, item_id: str) -> list[Response]:
     return list(
         (
             await session.scalars(
-                select(Response).where(Response.item_id == item_id).order_by(Response.submitted_at)
+                select(Response)
+                .where(Response.item_id == item_id)
+                .order_by(Response.submitted_at, Response.id)
             )
         ).all()
     )
 
 
-def summarize(ontology: Ontology, responses: list[Response]) -> dict[str, Any]:
-    """What an expert sees: every answer, the majority, and how much the answers agree."""
-    votes = votes_of(responses)
-    consensus = majority_vote(
-        votes, multi_label=ontology.multi_label, class_order=ontology.class_names
-    )
+def _size(item: Item) -> tuple[int, int] | None:
+    return (item.width, item.height) if item.width and item.height else None
+
+
+def summarize(ontology: Ontology, item: Item, responses: list[Response]) -> dict[str, Any]:
+    """What an expert sees: every answer, the computed consensus, and which objects matched."""
+    assessment = assess(ontology, responses, _size(item))
     return {
+        "width": item.width,
+        "height": item.height,
         "answers": [
             {"response_id": r.id, "annotator_id": r.annotator_id, "body": r.body} for r in responses
         ],
         "majority": {
-            "labels": list(consensus.labels),
-            "confidence": consensus.confidence,
-            "tie": consensus.tie,
+            "labels": assessment.labels,
+            "confidence": assessment.confidence,
+            "tie": assessment.tie,
         },
-        "agreement": item_agreement(votes, multi_label=ontology.multi_label),
+        "consensus": {"objects": assessment.objects},
+        "agreement": assessment.agreement,
+        "agreement_details": assessment.details,
     }
 
 
@@ -106,7 +102,7 @@ async def pending_reviews(
                 "item_id": item.id,
                 "ordinal": item.ordinal,
                 "uri": item.uri,
-                **summarize(ontology, responses),
+                **summarize(ontology, item, responses),
             }
         )
     return out
@@ -149,11 +145,9 @@ async def decide(
             )
         label_body = ResponseBody.model_validate(chosen.body)
     elif decision == "accept_consensus":
-        consensus = majority_vote(
-            votes_of(responses), multi_label=ontology.multi_label, class_order=ontology.class_names
-        )
+        computed = assess(ontology, responses, _size(item))
         label_body = ResponseBody.model_validate(
-            {"objects": [{"type": "tag", "label": lab} for lab in consensus.labels]}
+            {"objects": [strip_provenance(o) for o in computed.objects]}
         )
     else:
         if body is None:
@@ -161,12 +155,11 @@ async def decide(
                 "body: an edited decision needs a body",
                 errors=[FieldError(field="body", message="required when decision is 'edit'")],
             )
-        errors = validate_response(ontology, body)
+        errors = validate_response(ontology, body, _size(item))
         if errors:
             raise InvalidInput(
-                "the decision has errors: "
-                + "; ".join(f"body.{e.field}: {e.message}" for e in errors),
-                errors=[e.model_copy(update={"field": f"body.{e.field}"}) for e in errors],
+                "the decision has errors: " + "; ".join(f"{e.field}: {e.message}" for e in errors),
+                errors=errors,
             )
         label_body = body
 

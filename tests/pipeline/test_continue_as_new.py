@@ -38,7 +38,9 @@ async def test_campaign_continues_as_new_without_losing_counts(pipeline: Pipelin
     crowd = await p.people([1.0, 1.0])
     result, answered = await p.crowd_until_done(cid, crowd, within=120)
 
-    assert result.generations >= 2, "the campaign never continued as new"
+    # 30 item signals plus the batch activities exceed 40 events however signals batch into
+    # workflow tasks, so at least one continue-as-new is certain (more depends on timing).
+    assert result.generations >= 1, "the campaign never continued as new"
     assert result.counts.finished == result.counts.agreed == images
     assert sum(answered) == images
 
