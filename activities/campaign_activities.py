@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,7 +34,16 @@ from schemas.workflow_io import (
 )
 from services import audit
 from services.consensus import class_specs, response_objects, tag_labels
-from storage import ObjectStore, PublishRequest, publish_version
+from storage import (
+    ObjectStore,
+    PublishRequest,
+    latest_version,
+    publish_version,
+    read_manifest,
+    read_records,
+)
+
+T = TypeVar("T")
 
 # Starting workflows is one RPC each; a few dozen at once keeps the server busy without
 # flooding it.
@@ -153,20 +163,30 @@ class CampaignActivities:
             campaign = await session.get(Campaign, input.campaign_id)
             if campaign is None:
                 raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
-            records, class_counts, agreement = await _campaign_records(session, campaign)
+            records, _, agreement = await _campaign_records(session, campaign)
 
+        # A dataset accumulates campaigns: the new version keeps the other campaigns' labels
+        # of the version it builds on, and replaces this campaign's.
+        records, campaigns, agreement_by_campaign = await asyncio.to_thread(
+            _merge_with_latest, self._store, campaign.dataset, campaign.id, records
+        )
+        class_counts = dict(Counter(o["label"] for record in records for o in record["objects"]))
         request = PublishRequest(
             dataset=campaign.dataset,
             publish_id=input.publish_id,
-            campaigns=(campaign.id,),
+            campaigns=campaigns,
             created_by=f"campaign:{campaign.id}",
             records=records,
             class_counts=class_counts,
-            agreement=agreement,
+            agreement={
+                **agreement,
+                "by_campaign": {**agreement_by_campaign, campaign.id: agreement},
+            },
             extra={"campaign_name": campaign.name, "ontology": campaign.spec["ontology"]},
         )
-        activity.heartbeat("publishing")
-        version = await asyncio.to_thread(publish_version, self._store, request)
+        version = await _with_heartbeats(
+            asyncio.to_thread(publish_version, self._store, request), "publishing"
+        )
 
         async with self._sessions.begin() as session:
             known = await session.scalar(
@@ -221,6 +241,30 @@ class CampaignActivities:
             manifest_uri=version.manifest_uri,
             item_count=version.item_count,
         )
+
+
+async def _with_heartbeats(work: Awaitable[T], detail: str, every: float = 10.0) -> T:
+    """Await blocking work in a thread while telling Temporal this activity is alive."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            return task.result()
+        activity.heartbeat(detail)
+
+
+def _merge_with_latest(
+    store: ObjectStore, dataset: str, campaign_id: str, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], tuple[str, ...], dict[str, Any]]:
+    latest = latest_version(store, dataset)
+    if latest is None:
+        return records, (campaign_id,), {}
+    manifest = read_manifest(store, dataset, latest)
+    kept = [r for r in read_records(store, dataset, latest) if r.get("campaign_id") != campaign_id]
+    campaigns = tuple(sorted({*manifest.get("campaigns", []), campaign_id}))
+    earlier = dict(manifest.get("agreement", {}).get("by_campaign", {}))
+    earlier.pop(campaign_id, None)
+    return kept + records, campaigns, earlier
 
 
 async def _campaign_records(

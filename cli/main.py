@@ -146,24 +146,10 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_demo(settings, images=args.images, seed=args.seed))
 
 
-def _datasets(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import list_datasets, list_versions, open_store, read_manifest, verify_version
+def _cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.datasets import run_datasets
 
-    store = open_store(settings.store, settings.s3, settings.home)
-    if args.action == "list":
-        for name in list_datasets(store):
-            print(f"{name}\tversions: {', '.join(map(str, list_versions(store, name)))}")
-        return 0
-    if not args.dataset or args.version is None:
-        raise UsageError(f"`quorum datasets {args.action}` needs a dataset name and a version")
-    if args.action == "show":
-        print(json.dumps(read_manifest(store, args.dataset, args.version), indent=2))
-        return 0
-    problems = verify_version(store, args.dataset, args.version)
-    for p in problems:
-        print(p)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 0 if not problems else 1
+    return run_datasets(args.rest, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,11 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(func=lambda a, s: asyncio.run(_db_upgrade(a, s)))
 
-    ds = sub.add_parser("datasets", help="published dataset versions")
-    ds.add_argument("action", choices=["list", "show", "verify"])
-    ds.add_argument("dataset", nargs="?")
-    ds.add_argument("version", nargs="?", type=int)
-    ds.set_defaults(func=_datasets)
+    ds = sub.add_parser(
+        "datasets",
+        help="dataset versions: list, show, diff, export, verify, deprecate, rollback",
+        add_help=False,
+        prefix_chars="\0",  # hand every word, --help included, to cli.datasets
+    )
+    ds.add_argument("rest", nargs=argparse.REMAINDER)
+    ds.set_defaults(func=_cmd_datasets)
 
     from cli.audit import build_parser as audit_parser
     from cli.audit import run_audit

@@ -18,12 +18,16 @@ from quality.classification import (
     jaccard,
     majority_vote,
 )
+from quality.dawid_skene import DEFAULT_METHOD, METHODS, DawidSkene, make_aggregator
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
     "TIE_RTOL",
     "AnswersLike",
     "ClassificationAggregator",
     "ConsensusResult",
+    "DawidSkene",
     "MajorityVote",
     "Vote",
     "cohen_kappa",
@@ -33,4 +37,64 @@ __all__ = [
     "krippendorff_alpha_nominal",
     "krippendorff_alpha_nominal_matrix",
     "majority_vote",
+    "make_aggregator",
+]
+
+# Object annotations (tags, boxes, polygons, polylines, keypoints, masks): per-type similarity,
+# per-item agreement and consensus, and campaign metrics. `item_agreement` and `consensus` of
+# `quality.matching` / `quality.geometry_consensus` are exported under object_* names, since
+# `item_agreement` above is the classification one.
+from quality.campaign_metrics import (
+    AnnotatorAgreement,
+    CampaignItem,
+    GeometryUnit,
+    KappaMatrix,
+    annotator_consensus_agreement,
+    cohen_kappa_matrix,
+    geometry_alpha,
+    geometry_units,
+    krippendorff_alpha,
+)
+from quality.geometry_consensus import ItemAssessment, assess_item
+from quality.geometry_consensus import consensus as object_consensus
+from quality.matching import DEFAULT_MATCH_THRESHOLD
+from quality.matching import item_agreement as object_item_agreement
+from quality.objects import (
+    Annotation,
+    ClassSpec,
+    ConsensusObject,
+    ItemAgreement,
+    PairAgreement,
+    ResponseObjects,
+)
+from quality.rle import rle_area, rle_decode, rle_encode, rle_iou
+from quality.similarity import attribute_agreement, similarity
+
+__all__ += [
+    "DEFAULT_MATCH_THRESHOLD",
+    "Annotation",
+    "AnnotatorAgreement",
+    "CampaignItem",
+    "ClassSpec",
+    "ConsensusObject",
+    "GeometryUnit",
+    "ItemAgreement",
+    "ItemAssessment",
+    "KappaMatrix",
+    "PairAgreement",
+    "ResponseObjects",
+    "annotator_consensus_agreement",
+    "assess_item",
+    "attribute_agreement",
+    "cohen_kappa_matrix",
+    "geometry_alpha",
+    "geometry_units",
+    "krippendorff_alpha",
+    "object_consensus",
+    "object_item_agreement",
+    "rle_area",
+    "rle_decode",
+    "rle_encode",
+    "rle_iou",
+    "similarity",
 ]

@@ -1,20 +1,48 @@
-"""Immutable, versioned datasets in an ``ObjectStore``.
+"""Immutable, versioned datasets in an ``ObjectStore``, published incrementally.
 
 Layout of a dataset ``name`` (all under ``datasets/{name}/``)::
 
-    blobs/sha256/{hex[:2]}/{hex}           content-addressed shards, written once
+    blobs/sha256/{hex[:2]}/{hex}           content-addressed files, written once
     versions/{version:06d}/manifest.json   one per version; creating it IS the commit
     latest.json                            {"version": n, "sequence": s}, moved by compare-and-swap
+    deprecations/{version:06d}.json        written once when an operator deprecates a version
     intents/{publish_id}.json              written before a publisher looks for a version number
     publishes/{publish_id}.json            {"publish_id", "version"}, written after the commit
                                            and the pointer move
+
+What a version holds (manifest format ``quorum.dataset/v2``):
+
+* Items are split into ``partitions`` (a power of two) by ``sha256(item_id) mod partitions``.
+  The count is chosen from the number of items (about ``shard_size`` items each) and kept from
+  the version a publish builds on (its ``base_version``) until the dataset has grown or shrunk
+  four-fold, so that an item stays in its partition from one version to the next.
+* A partition is a base layer (``role: labels``: its records, one JSON line each, sorted by
+  item_id) and up to ``max_delta_layers`` delta layers (``role: labels-delta``: lines
+  ``{"item_id", "record"}`` for an added or changed item, ``{"item_id", "deleted": true}`` for a
+  removed one), applied in order. A new version reuses each unchanged partition's layers as
+  they are, and adds to a changed one a delta holding only what changed, so publishing a version
+  with 1% of its items changed writes about 1% of the bytes, wherever those items are. When a
+  partition's deltas outgrow ``compact_ratio`` of its base (or their number its limit), the
+  publish writes the partition whole as a new base instead, which bounds what a reader has to
+  apply.
+* Exports follow the label layers: for each export format and label layer, one fragment
+  (``role: export:<format>``) holds each of the layer's items rendered in that format (see
+  ``storage.exports``), so unchanged exports are reused too; ``download_version`` assembles the
+  format's files (a COCO JSON, YOLO label files, ...) from the fragments.
+* Every file is listed with its role, key, sha256 and size (and, where the store keeps object
+  versions, the version id it was read at), with the item count per partition, class counts,
+  an agreement summary, the campaigns, and when and by whom it was created.
+
+Version 1 manifests (``quorum.dataset/v1``: fixed blocks of sorted records, no exports) are
+still read, verified and used as a base, never written.
 
 Why it is safe:
 
 * A version is committed by a single write-once ``create`` of its manifest, and the manifest is
   written last, referring only to blobs that already exist: a reader sees a whole version or
   none. Two publishers cannot both create the same manifest, so each number has one winner; the
-  loser probes the next number. Numbers are therefore contiguous (1, 2, 3, ...).
+  loser probes the next number. Numbers are therefore contiguous (1, 2, 3, ...). A manifest
+  lists every layer it needs, so it does not matter which version its publisher built on.
 * ``latest.json`` is only a hint that may lag behind the newest manifest (a publisher can crash
   between its commit and the pointer move). Publishers probe forward from it, and move it
   forward only, by compare-and-swap; ``rollback`` is the one way to move it back.
@@ -23,6 +51,10 @@ Why it is safe:
   before the marker, the retry scans the manifests from the number recorded in its intent file
   (the newest version when the first attempt began): that attempt's version cannot be lower,
   even if other publishers have moved the pointer past it since.
+* Nothing is ever deleted; a version can only be marked deprecated. On S3 with bucket
+  versioning (turned on by the first publish where the server allows it), a manifest pins the
+  object version of each file, so a version reads the bytes it committed even if a key is
+  overwritten behind Quorum's back (``verify_version`` reports such an overwrite).
 
 Exactly-once holds for attempts that run one after another (Temporal's retries). Two attempts
 with the same ``publish_id`` running *at the same time* can both commit; both then return the
@@ -34,33 +66,55 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.exports import EXPORT_FORMATS, ExportContext, parse_formats, render_item
+from storage.exports.common import canonical_json
 from storage.object_store import ObjectNotFound, ObjectStore
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "READABLE_FORMATS",
     "DatasetIntegrityError",
+    "DatasetNotFound",
+    "Deprecation",
     "PublishRequest",
     "PublishedVersion",
+    "VersionDeprecated",
+    "VersionNotFound",
     "blob_key",
+    "deprecate_version",
+    "deprecation_key",
+    "effective_lines",
+    "export_context",
+    "label_layers",
     "latest_key",
     "latest_version",
     "list_datasets",
     "list_versions",
     "manifest_key",
+    "partition_of",
     "publish_marker_key",
     "publish_version",
+    "read_deprecation",
     "read_manifest",
+    "read_manifest_bytes",
     "read_records",
     "rollback",
+    "verified_blob",
     "verify_version",
 ]
 
-MANIFEST_FORMAT = "quorum.dataset/v1"
+MANIFEST_FORMAT = "quorum.dataset/v2"
+_V1 = "quorum.dataset/v1"
+READABLE_FORMATS = (_V1, MANIFEST_FORMAT)
+LAYOUT_SCHEME = "sha256-mod-partitions+delta-layers"
+LABEL_ROLES = ("labels", "labels-delta")
+EXPORT_ROLE_PREFIX = "export:"
 
 _DATASET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # Publish ids end up in keys (and file names), so they are kept to a safe alphabet.
@@ -72,6 +126,24 @@ class DatasetIntegrityError(RuntimeError):
     """A stored file does not match the hash or size its manifest records."""
 
 
+class _NotFound(ObjectNotFound):
+    # KeyError quotes its message in str(); these are read by people.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetNotFound(_NotFound):
+    """No version of the dataset was ever committed."""
+
+
+class VersionNotFound(_NotFound):
+    """The dataset has no such version."""
+
+
+class VersionDeprecated(ValueError):
+    """The version is deprecated (rollback refuses it unless told otherwise)."""
+
+
 @dataclass(frozen=True)
 class PublishRequest:
     dataset: str
@@ -81,8 +153,14 @@ class PublishRequest:
     records: Sequence[Mapping[str, Any]]
     class_counts: Mapping[str, int]
     agreement: Mapping[str, Any]
+    # campaign_name, and the ontology (JSON) the exports are rendered with.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # About how many items a partition holds (the partition count is a power of two).
     shard_size: int = 10_000
+    exports: tuple[str, ...] = EXPORT_FORMATS
+    # When a partition is written whole again instead of growing another delta layer.
+    max_delta_layers: int = 8
+    compact_ratio: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -95,6 +173,21 @@ class PublishedVersion:
     item_count: int
     # False when an earlier publish with the same publish_id was returned.
     created: bool
+    # What this call wrote (new blobs and the manifest; 0 when ``created`` is False), and the
+    # size of everything the version consists of.
+    bytes_written: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    dataset: str
+    version: int
+    reason: str
+    by: str
+    at: str
+    # False when the version had been deprecated already (this is the earlier marker).
+    created: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +237,10 @@ def publish_marker_key(dataset: str, publish_id: str) -> str:
     return f"{_prefix(dataset)}publishes/{_check_publish_id(publish_id)}.json"
 
 
+def deprecation_key(dataset: str, version: int) -> str:
+    return f"{_prefix(dataset)}deprecations/{_check_version(version):06d}.json"
+
+
 def _intent_key(dataset: str, publish_id: str) -> str:
     return f"{_prefix(dataset)}intents/{_check_publish_id(publish_id)}.json"
 
@@ -152,22 +249,57 @@ def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
 
 
+def partition_of(item_id: str, partitions: int) -> int:
+    """The partition of ``item_id`` among ``partitions``: stable, and uniform over ids."""
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % partitions
+
+
+def _ideal_partitions(count: int, target: int) -> int:
+    partitions = 1
+    while count > partitions * target:
+        partitions *= 2
+    return partitions
+
+
+def _choose_partitions(count: int, target: int, current: int | None) -> int:
+    ideal = _ideal_partitions(count, target)
+    if current is not None and ideal // 4 <= current <= ideal * 4:
+        return current  # keep items where they are: only their changes get written
+    return ideal
+
+
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
 
 
 def read_manifest(store: ObjectStore, dataset: str, version: int) -> dict[str, Any]:
-    """The manifest of ``version``; raises ``ObjectNotFound`` if it was never committed."""
-    manifest: dict[str, Any] = json.loads(store.get(manifest_key(dataset, version)))
+    """The manifest of ``version``; raises ``VersionNotFound`` if it was never committed
+    (``DatasetNotFound`` if the dataset has no version at all)."""
+    manifest: dict[str, Any] = json.loads(read_manifest_bytes(store, dataset, version))
     return manifest
+
+
+def read_manifest_bytes(store: ObjectStore, dataset: str, version: int) -> bytes:
+    """The manifest of ``version`` as stored."""
+    try:
+        return store.get(manifest_key(dataset, version))
+    except ObjectNotFound:
+        known = list_versions(store, dataset)
+        if not known:
+            raise DatasetNotFound(f"no dataset named {dataset!r} in {store.describe()}") from None
+        raise VersionNotFound(
+            f"dataset {dataset!r} has no version {version} (versions: {', '.join(map(str, known))})"
+        ) from None
 
 
 def _try_read_manifest(store: ObjectStore, dataset: str, version: int) -> dict[str, Any] | None:
     try:
-        return read_manifest(store, dataset, version)
+        manifest: dict[str, Any] = json.loads(store.get(manifest_key(dataset, version)))
     except ObjectNotFound:
         return None
+    return manifest
 
 
 def list_versions(store: ObjectStore, dataset: str) -> list[int]:
@@ -209,9 +341,10 @@ def latest_version(store: ObjectStore, dataset: str) -> int | None:
     return None if pointer is None else int(pointer["version"])
 
 
-def _verified_blob(store: ObjectStore, entry: Mapping[str, Any]) -> bytes:
+def verified_blob(store: ObjectStore, entry: Mapping[str, Any]) -> bytes:
+    """The bytes of a manifest's file entry, checked against its size and sha256."""
     key = str(entry["key"])
-    data = store.get(key)
+    data = store.get_version(key, entry.get("version_id"))
     if len(data) != entry["size"]:
         raise DatasetIntegrityError(f"{key}: size {len(data)} != manifest size {entry['size']}")
     digest = hashlib.sha256(data).hexdigest()
@@ -220,51 +353,261 @@ def _verified_blob(store: ObjectStore, entry: Mapping[str, Any]) -> bytes:
     return data
 
 
-def read_records(store: ObjectStore, dataset: str, version: int) -> Iterator[dict[str, Any]]:
-    """The label records of ``version`` in item_id order, checking each shard's sha256 first."""
-    manifest = read_manifest(store, dataset, version)
-    for entry in manifest["files"]:
-        if entry["role"] != "labels":
+def _lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line]
+
+
+def _record_line(record: Mapping[str, Any]) -> bytes:
+    return canonical_json(dict(record)).encode()
+
+
+# One layer's content: item_id -> its record's canonical JSON line, or None (deleted).
+Layer = list[tuple[str, bytes | None]]
+
+
+def _parse_layer(data: bytes, role: str) -> Layer:
+    out: Layer = []
+    for line in _lines(data):
+        parsed = json.loads(line)
+        if role == "labels":
+            out.append((str(parsed["item_id"]), line))
+        elif "record" in parsed:
+            out.append((str(parsed["item_id"]), _record_line(parsed["record"])))
+        else:
+            out.append((str(parsed["item_id"]), None))
+    return out
+
+
+def label_layers(manifest: Mapping[str, Any]) -> dict[Any, list[dict[str, Any]]]:
+    """The label layers of each partition, in order (a v1 file is a partition of its own)."""
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for index, entry in enumerate(manifest.get("files", [])):
+        if entry.get("role") not in LABEL_ROLES:
             continue
-        data = _verified_blob(store, entry)
-        for line in data.decode().splitlines():
-            if line:
-                yield json.loads(line)
+        groups[entry.get("partition", f"v1-{index}")].append(entry)
+    for layers in groups.values():
+        layers.sort(key=lambda e: int(e.get("layer", 0)))
+    return dict(groups)
+
+
+def _apply(layers: Iterable[Layer]) -> dict[str, bytes]:
+    current: dict[str, bytes] = {}
+    for layer in layers:
+        for item_id, line in layer:
+            if line is None:
+                current.pop(item_id, None)
+            else:
+                current[item_id] = line
+    return current
+
+
+def effective_lines(
+    store: ObjectStore, manifest: Mapping[str, Any], partitions: Collection[Any] | None = None
+) -> dict[str, bytes]:
+    """item_id -> record line of a version (of only ``partitions``, if given), checked."""
+    out: dict[str, bytes] = {}
+    for partition, layers in label_layers(manifest).items():
+        if partitions is not None and partition not in partitions:
+            continue
+        out.update(_apply(_parse_layer(verified_blob(store, e), e["role"]) for e in layers))
+    return out
+
+
+def read_records(store: ObjectStore, dataset: str, version: int) -> Iterator[dict[str, Any]]:
+    """The label records of ``version`` in item_id order, checking each file's sha256 first."""
+    lines = effective_lines(store, read_manifest(store, dataset, version))
+    for item_id in sorted(lines):
+        record: dict[str, Any] = json.loads(lines[item_id])
+        yield record
+
+
+def export_context(
+    manifest: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = ()
+) -> ExportContext:
+    """What a version's exports are rendered with: its ontology (else its records' classes)."""
+    extra = manifest.get("extra") or {}
+    ontology = extra.get("ontology") if isinstance(extra, Mapping) else None
+    return ExportContext.build(ontology, str(manifest["dataset"]), records)
+
+
+def read_deprecation(store: ObjectStore, dataset: str, version: int) -> dict[str, Any] | None:
+    try:
+        marker: dict[str, Any] = json.loads(store.get(deprecation_key(dataset, version)))
+    except ObjectNotFound:
+        return None
+    return marker
+
+
+# --------------------------------------------------------------------------------------------
+# Verifying
+# --------------------------------------------------------------------------------------------
 
 
 def verify_version(store: ObjectStore, dataset: str, version: int) -> list[str]:
-    """Problems with ``version`` (empty when every file's hash, size and record count match)."""
+    """Problems with ``version`` (empty when every file's hash and size, and every count, match).
+
+    Checks each file against its sha256 and size, the record counts of each layer and partition,
+    that each item sits in its partition, that each label layer has one fragment per export
+    format naming the same items, and (on a versioned store) that no file was overwritten since
+    the commit. Reads one partition at a time.
+    """
     key = manifest_key(dataset, version)
     try:
-        manifest = read_manifest(store, dataset, version)
+        raw = store.get(key)
     except ObjectNotFound:
         return [f"{key}: missing"]
+    try:
+        manifest = json.loads(raw)
     except ValueError as err:
         return [f"{key}: not valid JSON ({err})"]
-    problems = []
-    if manifest.get("format") != MANIFEST_FORMAT:
-        problems.append(f"{key}: format {manifest.get('format')!r} != {MANIFEST_FORMAT!r}")
+    problems: list[str] = []
+    if manifest.get("format") not in READABLE_FORMATS:
+        problems.append(
+            f"{key}: format {manifest.get('format')!r} is not one of {READABLE_FORMATS}"
+        )
     if manifest.get("dataset") != dataset or manifest.get("version") != version:
         problems.append(
             f"{key}: names {manifest.get('dataset')!r} version {manifest.get('version')!r}"
         )
-    files = manifest.get("files", [])
-    for entry in files:
-        try:
-            data = _verified_blob(store, entry)
-        except ObjectNotFound:
-            problems.append(f"{entry['key']}: missing")
+    layered = manifest.get("format") == MANIFEST_FORMAT
+    layout = manifest.get("layout") or {}
+    partitions = int(layout.get("partitions") or 1)
+    counts = layout.get("partition_items")
+    exports = list((manifest.get("exports") or {}).get("formats", []))
+
+    # Every file of a partition (its label layers and their export fragments), together.
+    members: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for index, entry in enumerate(manifest.get("files", [])):
+        members[entry.get("partition", f"v1-{index}")].append(entry)
+    if isinstance(counts, list):
+        for partition, count in enumerate(counts):
+            if partition not in members and count != 0:
+                problems.append(f"{key}: partition {partition} has no files but {count} items")
+
+    total = 0
+    for partition, entries in members.items():
+        blobs: dict[tuple[str, Any], bytes] = {}
+        damaged = False
+        for entry in entries:
+            ident = (str(entry["key"]), entry.get("version_id"))
+            if ident in blobs:
+                continue  # the same blob listed twice (identical fragments)
+            try:
+                blobs[ident] = verified_blob(store, entry)
+            except ObjectNotFound:
+                problems.append(f"{entry['key']}: missing")
+                damaged = True
+                continue
+            except DatasetIntegrityError as err:
+                problems.append(str(err))
+                damaged = True
+                continue
+            problems += _replaced(store, entry)
+        if damaged:
             continue
-        except DatasetIntegrityError as err:
-            problems.append(str(err))
-            continue
-        if entry.get("role") == "labels":
-            lines = sum(1 for line in data.decode().splitlines() if line)
-            if lines != entry.get("records"):
-                problems.append(f"{entry['key']}: {lines} records != manifest {entry['records']}")
-    total = sum(int(e.get("records", 0)) for e in files if e.get("role") == "labels")
-    if total != manifest.get("item_count"):
+        layers = sorted(
+            (e for e in entries if e.get("role") in LABEL_ROLES),
+            key=lambda e: int(e.get("layer", 0)),
+        )
+        parsed_layers = []
+        for entry in layers:
+            parsed = _parse_layer(
+                blobs[(str(entry["key"]), entry.get("version_id"))], entry["role"]
+            )
+            parsed_layers.append(parsed)
+            puts = sum(1 for _, line in parsed if line is not None)
+            deletes = len(parsed) - puts
+            if puts != entry.get("records") or deletes != entry.get("deletes", 0):
+                problems.append(
+                    f"{entry['key']}: {puts} records and {deletes} deletions != manifest "
+                    f"{entry.get('records')} and {entry.get('deletes', 0)}"
+                )
+        if layered:
+            problems += _check_layout(key, partition, partitions, layers, parsed_layers)
+            problems += _check_fragments(exports, entries, layers, parsed_layers, blobs)
+        count = len(_apply(parsed_layers))
+        if isinstance(partition, int) and isinstance(counts, list):
+            expected = counts[partition] if partition < len(counts) else None
+            if expected != count:
+                problems.append(
+                    f"{key}: partition {partition} holds {count} items, manifest says {expected}"
+                )
+        total += count
+    if not problems and total != manifest.get("item_count"):
         problems.append(f"{key}: files hold {total} records != item_count {manifest['item_count']}")
+    return problems
+
+
+def _replaced(store: ObjectStore, entry: Mapping[str, Any]) -> list[str]:
+    pinned = entry.get("version_id")
+    if pinned is None:
+        return []
+    try:
+        current = store.version_of(str(entry["key"]))
+    except ObjectNotFound:
+        current = None
+    if current == pinned:
+        return []
+    return [
+        f"{entry['key']}: replaced after the commit (current object version {current}, "
+        f"committed {pinned}); the version still reads the committed bytes"
+    ]
+
+
+def _check_layout(
+    key: str,
+    partition: Any,
+    partitions: int,
+    layers: Sequence[Mapping[str, Any]],
+    parsed_layers: Sequence[Layer],
+) -> list[str]:
+    problems = []
+    numbers = [int(e.get("layer", -1)) for e in layers]
+    if numbers != list(range(len(layers))) or not layers or layers[0]["role"] != "labels":
+        problems.append(f"{key}: partition {partition}: layers are not 0.. from a base")
+    misplaced = [
+        item_id
+        for layer in parsed_layers
+        for item_id, _ in layer
+        if partition_of(item_id, partitions) != partition
+    ]
+    if misplaced:
+        problems.append(
+            f"{key}: partition {partition} holds {len(misplaced)} items of other partitions "
+            f"(first {misplaced[0]!r})"
+        )
+    return problems
+
+
+def _check_fragments(
+    exports: Sequence[str],
+    entries: Sequence[Mapping[str, Any]],
+    layers: Sequence[Mapping[str, Any]],
+    parsed_layers: Sequence[Layer],
+    blobs: Mapping[tuple[str, Any], bytes],
+) -> list[str]:
+    """Each label layer has exactly one fragment per export format, naming the same items."""
+    problems = []
+    for entry, layer in zip(layers, parsed_layers, strict=True):
+        ids = sorted(item_id for item_id, _ in layer)
+        for fmt in exports:
+            found = [
+                e
+                for e in entries
+                if e.get("role") == f"{EXPORT_ROLE_PREFIX}{fmt}"
+                and e.get("labels_sha256") == entry["sha256"]
+                and e.get("layer") == entry.get("layer")
+            ]
+            if len(found) != 1:
+                problems.append(f"{entry['key']}: {len(found)} {fmt} export fragments, expected 1")
+                continue
+            data = blobs[(str(found[0]["key"]), found[0].get("version_id"))]
+            rendered = sorted(str(json.loads(line)["item_id"]) for line in _lines(data))
+            if rendered != ids:
+                problems.append(
+                    f"{found[0]['key']}: the {fmt} fragment does not name the items of "
+                    f"{entry['key']}"
+                )
     return problems
 
 
@@ -285,12 +628,21 @@ def _move_pointer_forward(store: ObjectStore, dataset: str, version: int) -> Non
             return
 
 
-def rollback(store: ObjectStore, dataset: str, version: int) -> int:
+def rollback(
+    store: ObjectStore, dataset: str, version: int, *, allow_deprecated: bool = False
+) -> int:
     """Point ``latest.json`` at an earlier committed ``version``; returns the new sequence.
 
     Committed versions stay as they are; the next publish gets a new number after the newest.
+    A deprecated version is refused (``VersionDeprecated``) unless ``allow_deprecated``.
     """
     read_manifest(store, dataset, version)  # it must exist
+    marker = read_deprecation(store, dataset, version)
+    if marker is not None and not allow_deprecated:
+        raise VersionDeprecated(
+            f"dataset {dataset!r} version {version} is deprecated ({marker.get('reason')}); "
+            "roll back to it only if you mean to (allow_deprecated / --force)"
+        )
     key = latest_key(dataset)
     while True:
         pointer, etag = _read_pointer(store, dataset)
@@ -299,12 +651,53 @@ def rollback(store: ObjectStore, dataset: str, version: int) -> int:
             return sequence
 
 
+def deprecate_version(
+    store: ObjectStore,
+    dataset: str,
+    version: int,
+    reason: str,
+    by: str,
+    *,
+    now: datetime | None = None,
+) -> Deprecation:
+    """Mark ``version`` deprecated with a write-once marker; the version itself stays.
+
+    Deprecating twice keeps the first marker (and returns it, with ``created`` False). The
+    pointer does not move: ``rollback`` if ``latest`` should stop naming the version.
+    """
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("reason: say why the version is deprecated")
+    if not isinstance(by, str) or not by.strip():
+        raise ValueError("by: say who deprecates the version")
+    read_manifest(store, dataset, version)  # it must exist
+    at = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
+    marker = {"version": version, "reason": reason.strip(), "by": by.strip(), "at": at}
+    key = deprecation_key(dataset, version)
+    created = store.create(key, _dumps(marker))
+    if not created:
+        marker = json.loads(store.get(key))
+    return Deprecation(
+        dataset=dataset,
+        version=version,
+        reason=str(marker["reason"]),
+        by=str(marker["by"]),
+        at=str(marker["at"]),
+        created=created,
+    )
+
+
 def _result(
-    store: ObjectStore, dataset: str, manifest: Mapping[str, Any], *, created: bool
+    store: ObjectStore,
+    dataset: str,
+    manifest: Mapping[str, Any],
+    *,
+    created: bool,
+    bytes_written: int = 0,
 ) -> PublishedVersion:
     version = int(manifest["version"])
     key = manifest_key(dataset, version)
     parent = manifest["parent"]
+    stats = manifest.get("stats") or {}
     return PublishedVersion(
         dataset=dataset,
         version=version,
@@ -313,11 +706,19 @@ def _result(
         manifest_uri=store.uri(key),
         item_count=int(manifest["item_count"]),
         created=created,
+        bytes_written=bytes_written if created else 0,
+        bytes_total=int(stats.get("bytes", 0)),
     )
 
 
 def _finish(
-    store: ObjectStore, dataset: str, publish_id: str, manifest: Mapping[str, Any], *, created: bool
+    store: ObjectStore,
+    dataset: str,
+    publish_id: str,
+    manifest: Mapping[str, Any],
+    *,
+    created: bool,
+    bytes_written: int = 0,
 ) -> PublishedVersion:
     """Move the pointer, then write the marker, for a committed ``manifest``.
 
@@ -334,7 +735,7 @@ def _finish(
         if int(winner["version"]) != version:
             manifest = read_manifest(store, dataset, int(winner["version"]))
             created = False
-    return _result(store, dataset, manifest, created=created)
+    return _result(store, dataset, manifest, created=created, bytes_written=bytes_written)
 
 
 def _find_committed(store: ObjectStore, dataset: str, publish_id: str) -> dict[str, Any] | None:
@@ -351,7 +752,7 @@ def _find_committed(store: ObjectStore, dataset: str, publish_id: str) -> dict[s
     return None
 
 
-def _serialize_shards(req: PublishRequest) -> list[tuple[bytes, int]]:
+def _serialize(req: PublishRequest) -> dict[str, bytes]:
     by_id: dict[str, bytes] = {}
     for index, record in enumerate(req.records):
         item_id = record.get("item_id")
@@ -359,33 +760,40 @@ def _serialize_shards(req: PublishRequest) -> list[tuple[bytes, int]]:
             raise ValueError(f"records[{index}]: item_id must be a non-empty string")
         if item_id in by_id:
             raise ValueError(f"records[{index}]: duplicate item_id {item_id!r}")
-        line = json.dumps(
-            dict(record), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        by_id[item_id] = (line + "\n").encode()
-    lines = [by_id[item_id] for item_id in sorted(by_id)]
-    return [
-        (
-            b"".join(lines[start : start + req.shard_size]),
-            len(lines[start : start + req.shard_size]),
-        )
-        for start in range(0, len(lines), req.shard_size)
-    ]
+        try:
+            by_id[item_id] = _record_line(record)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"records[{index}]: not JSON-serializable ({err})") from None
+    return by_id
+
+
+def _positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
 
 
 def _validate(req: PublishRequest) -> None:
     _check_dataset(req.dataset)
     _check_publish_id(req.publish_id)
+    _positive_int(req.shard_size, "shard_size")
+    _positive_int(req.max_delta_layers, "max_delta_layers")
     if (
-        isinstance(req.shard_size, bool)
-        or not isinstance(req.shard_size, int)
-        or req.shard_size < 1
+        isinstance(req.compact_ratio, bool)
+        or not isinstance(req.compact_ratio, int | float)
+        or not 0 <= req.compact_ratio <= 10
     ):
-        raise ValueError(f"shard_size: must be a positive integer, got {req.shard_size!r}")
+        raise ValueError(f"compact_ratio: must be a number in [0, 10], got {req.compact_ratio!r}")
     if not isinstance(req.campaigns, tuple) or not all(isinstance(c, str) for c in req.campaigns):
         raise ValueError("campaigns: must be a tuple of strings")
     if not isinstance(req.created_by, str) or not req.created_by:
         raise ValueError("created_by: must be a non-empty string")
+    if not isinstance(req.exports, tuple):
+        raise ValueError("exports: must be a tuple of format names")
+    if req.exports:
+        try:
+            parse_formats(req.exports)
+        except ValueError as err:
+            raise ValueError(f"exports: {err}") from None
     # Fail before writing anything, rather than after the blobs, on metadata JSON cannot hold.
     for name in ("class_counts", "agreement", "extra"):
         try:
@@ -394,16 +802,228 @@ def _validate(req: PublishRequest) -> None:
             raise ValueError(f"{name}: not JSON-serializable ({err})") from None
 
 
+class _Writer:
+    """Writes content-addressed blobs once, counting what it actually wrote."""
+
+    def __init__(self, store: ObjectStore, dataset: str) -> None:
+        self.store = store
+        self.dataset = dataset
+        self.bytes_written = 0
+        self.files_written = 0
+
+    def put(self, data: bytes) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        key = blob_key(self.dataset, digest)
+        entry: dict[str, Any] = {"key": key, "sha256": digest, "size": len(data)}
+        try:
+            version_id = self.store.version_of(key)
+        except ObjectNotFound:
+            created, version_id = self.store.create_versioned(key, data)
+            if created:
+                self.bytes_written += len(data)
+                self.files_written += 1
+            else:  # written meanwhile by someone else
+                version_id = self.store.version_of(key)
+                self._check_existing(entry, version_id)
+        else:
+            self._check_existing(entry, version_id)
+        if version_id is not None:
+            entry["version_id"] = version_id
+        return entry
+
+    def _check_existing(self, entry: dict[str, Any], version_id: str | None) -> None:
+        # A key that already exists should hold these very bytes; if it was damaged, a new
+        # version must not refer to it (and write-once means it cannot be repaired here).
+        try:
+            verified_blob(self.store, {**entry, "version_id": version_id})
+        except DatasetIntegrityError as err:
+            raise DatasetIntegrityError(
+                f"{err}; the blob this publish needs is damaged in the store: restore it "
+                "(from a backup, or an earlier object version) and publish again"
+            ) from None
+
+
+def _base_manifest(store: ObjectStore, dataset: str) -> dict[str, Any] | None:
+    """The version a publish builds on (the one ``latest`` names), if it can serve as one."""
+    version = latest_version(store, dataset)
+    if version is None:
+        return None
+    manifest = _try_read_manifest(store, dataset, version)
+    if manifest is None or manifest.get("format") not in READABLE_FORMATS:
+        return None
+    return manifest
+
+
+def _layer_blob(role: str, layer: Layer) -> bytes:
+    parts: list[bytes] = []
+    for item_id, line in layer:
+        if role == "labels":
+            assert line is not None
+            parts.append(line)
+        elif line is None:
+            parts.append(canonical_json({"deleted": True, "item_id": item_id}).encode())
+        else:
+            parts.append(
+                b'{"item_id":'
+                + json.dumps(item_id, ensure_ascii=False).encode()
+                + b',"record":'
+                + line
+                + b"}"
+            )
+    return b"".join(part + b"\n" for part in parts)
+
+
+def _fragment_blob(fmt: str, layer: Layer, records: Sequence[Any], ctx: ExportContext) -> bytes:
+    """One export fragment: each item of ``layer`` rendered in ``fmt`` (or its deletion).
+
+    ``records`` are the layer's records parsed back from their stored lines (None for a
+    deletion), so that the same record always gives the same bytes, whatever types the
+    caller's objects had (tuples or lists, ints or floats).
+    """
+    parts: list[str] = []
+    for (item_id, _), record in zip(layer, records, strict=True):
+        if record is None:
+            parts.append(canonical_json({"deleted": True, "item_id": item_id}))
+        else:
+            parts.append(canonical_json({"item_id": item_id, **render_item(fmt, record, ctx)}))
+    return "".join(part + "\n" for part in parts).encode()
+
+
+@dataclass
+class _Plan:
+    partitions: int
+    base_version: int | None
+    # per partition: its label layers, each (manifest entry or None if new, content)
+    layers: list[list[tuple[dict[str, Any] | None, str, Layer]]]
+    items: list[int]
+
+
+def _plan(store: ObjectStore, req: PublishRequest, lines: dict[str, bytes]) -> _Plan:
+    base = _base_manifest(store, req.dataset)
+    base_partitions: int | None = None
+    base_layers: dict[Any, list[dict[str, Any]]] = {}
+    if base is not None and base.get("format") == MANIFEST_FORMAT:
+        base_partitions = int(base["layout"]["partitions"])
+        base_layers = label_layers(base)
+    partitions = _choose_partitions(len(lines), req.shard_size, base_partitions)
+    if partitions != base_partitions:
+        base_layers = {}  # a different split: every partition is written whole
+    groups: list[dict[str, bytes]] = [{} for _ in range(partitions)]
+    for item_id, line in lines.items():
+        groups[partition_of(item_id, partitions)][item_id] = line
+
+    plan_layers: list[list[tuple[dict[str, Any] | None, str, Layer]]] = []
+    for partition, new in enumerate(groups):
+        whole: Layer = [(item_id, new[item_id]) for item_id in sorted(new)]
+        old_entries = base_layers.get(partition, [])
+        if not old_entries:
+            plan_layers.append([(None, "labels", whole)] if whole else [])
+            continue
+        try:
+            old_contents = [_parse_layer(verified_blob(store, e), e["role"]) for e in old_entries]
+        except (ObjectNotFound, DatasetIntegrityError, ValueError, KeyError):
+            # A damaged base is not worth failing the publish for: write the partition whole.
+            plan_layers.append([(None, "labels", whole)] if whole else [])
+            continue
+        old = _apply(old_contents)
+        changes: Layer = sorted(
+            [(item_id, line) for item_id, line in new.items() if old.get(item_id) != line]
+            + [(item_id, None) for item_id in old.keys() - new.keys()],
+            key=lambda change: change[0],
+        )
+        reused: list[tuple[dict[str, Any] | None, str, Layer]] = [
+            (e, str(e["role"]), c) for e, c in zip(old_entries, old_contents, strict=True)
+        ]
+        if not changes:
+            plan_layers.append(reused)
+            continue
+        # Another delta, unless the partition's deltas would outgrow their share of its base
+        # (or their number its limit): then the partition is written whole (compacted).
+        deltas_size = sum(int(e["size"]) for e in old_entries[1:])
+        deltas_size += len(_layer_blob("labels-delta", changes))
+        room = len(old_entries) - 1 < req.max_delta_layers
+        small = deltas_size <= req.compact_ratio * int(old_entries[0]["size"])
+        if room and small:
+            plan_layers.append([*reused, (None, "labels-delta", changes)])
+        else:
+            plan_layers.append([(None, "labels", whole)] if whole else [])
+    return _Plan(
+        partitions=partitions,
+        base_version=None if base is None else int(base["version"]),
+        layers=plan_layers,
+        items=[len(group) for group in groups],
+    )
+
+
+def _write(
+    writer: _Writer,
+    req: PublishRequest,
+    plan: _Plan,
+    base_files: Sequence[Mapping[str, Any]],
+    ctx: ExportContext | None,
+) -> list[dict[str, Any]]:
+    """Write the new label layers and every export fragment not already stored."""
+    formats = parse_formats(req.exports) if req.exports and ctx is not None else ()
+    fingerprints = {fmt: ctx.fingerprint(fmt) for fmt in formats} if ctx is not None else {}
+    known_fragments: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for entry in base_files:
+        role = str(entry.get("role", ""))
+        if role.startswith(EXPORT_ROLE_PREFIX):
+            fmt = role[len(EXPORT_ROLE_PREFIX) :]
+            known_fragments[(fmt, str(entry.get("labels_sha256")), str(entry.get("render")))] = (
+                dict(entry)
+            )
+    files: list[dict[str, Any]] = []
+    for partition, layers in enumerate(plan.layers):
+        for index, (old_entry, role, content) in enumerate(layers):
+            if old_entry is not None:
+                label_entry = {
+                    k: v for k, v in old_entry.items() if k not in ("partition", "layer", "role")
+                }
+            else:
+                label_entry = writer.put(_layer_blob(role, content))
+                puts = sum(1 for _, line in content if line is not None)
+                label_entry["records"] = puts
+                if role == "labels-delta":
+                    label_entry["deletes"] = len(content) - puts
+            files.append({"role": role, "partition": partition, "layer": index, **label_entry})
+            records: list[Any] | None = None
+            for fmt in formats:
+                assert ctx is not None
+                known = known_fragments.get((fmt, label_entry["sha256"], fingerprints[fmt]))
+                if known is not None:
+                    fragment = {k: v for k, v in known.items() if k not in ("partition", "layer")}
+                else:
+                    if records is None:
+                        records = [
+                            None if line is None else json.loads(line) for _, line in content
+                        ]
+                    fragment = writer.put(_fragment_blob(fmt, content, records, ctx))
+                    fragment.update(
+                        role=f"{EXPORT_ROLE_PREFIX}{fmt}",
+                        records=len(content),
+                        labels_sha256=label_entry["sha256"],
+                        render=fingerprints[fmt],
+                    )
+                files.append({**fragment, "partition": partition, "layer": index})
+    return files
+
+
 def publish_version(
     store: ObjectStore, req: PublishRequest, *, now: datetime | None = None
 ) -> PublishedVersion:
-    """Publish ``req`` as the next version of its dataset, exactly once per ``publish_id``."""
+    """Publish ``req`` as the next version of its dataset, exactly once per ``publish_id``.
+
+    ``req.records`` are the whole content of the new version; what is unchanged from the
+    version ``latest`` names is reused rather than written again.
+    """
     _validate(req)
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         raise ValueError("now: must be timezone-aware")
     dataset, publish_id = req.dataset, req.publish_id
+    lines = _serialize(req)
 
     # 1. Published before? The marker answers at once; the manifest scan covers a crash between
     #    an earlier attempt's commit and its marker.
@@ -418,17 +1038,22 @@ def publish_version(
         return _result(store, dataset, found, created=False)
 
     # 2. Blobs first: the manifest may refer only to files that already exist.
-    files: list[dict[str, Any]] = []
-    item_count = 0
-    for data, count in _serialize_shards(req):
-        digest = hashlib.sha256(data).hexdigest()
-        key = blob_key(dataset, digest)
-        if not store.exists(key):
-            store.create(key, data)  # False: written meanwhile by someone else, same content
-        files.append(
-            {"role": "labels", "key": key, "sha256": digest, "size": len(data), "records": count}
+    store.ensure_versioning()
+    writer = _Writer(store, dataset)
+    plan = _plan(store, req, lines)
+    base = (
+        _try_read_manifest(store, dataset, plan.base_version)
+        if plan.base_version is not None
+        else None
+    )
+    ctx = None
+    if req.exports:
+        ontology = req.extra.get("ontology")
+        ctx = ExportContext.build(
+            ontology if isinstance(ontology, Mapping) else None, dataset, req.records
         )
-        item_count += count
+    files = _write(writer, req, plan, (base or {}).get("files", []), ctx)
+    unique = {e["key"]: int(e["size"]) for e in files}
 
     # 3. Record where this attempt starts looking for a number (the first attempt's record
     #    wins), so that a retry knows how far back its own commit can be.
@@ -438,6 +1063,7 @@ def publish_version(
 
     # 4. Commit: the first manifest number we can create, probing forward from the pointer.
     version = pointer + 1
+    formats = list(parse_formats(req.exports)) if req.exports else []
     while True:
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -448,13 +1074,30 @@ def publish_version(
             "campaigns": list(req.campaigns),
             "created_at": now.astimezone(UTC).isoformat(),
             "created_by": req.created_by,
-            "item_count": item_count,
+            "item_count": len(lines),
             "class_counts": dict(req.class_counts),
             "agreement": dict(req.agreement),
             "extra": dict(req.extra),
+            "layout": {
+                "scheme": LAYOUT_SCHEME,
+                "partitions": plan.partitions,
+                "partition_items": plan.items,
+                "base_version": plan.base_version,
+            },
+            "exports": {
+                "formats": formats,
+                "render": {fmt: ctx.fingerprint(fmt) for fmt in formats} if ctx else {},
+            },
+            "stats": {
+                "files": len(unique),
+                "bytes": sum(unique.values()),
+                "new_files": writer.files_written,
+                "new_bytes": writer.bytes_written,
+            },
             "files": files,
         }
-        if store.create(manifest_key(dataset, version), _dumps(manifest)):
+        data = _dumps(manifest)
+        if store.create(manifest_key(dataset, version), data):
             break
         existing = _try_read_manifest(store, dataset, version)
         if existing is not None and existing.get("publish_id") == publish_id:
@@ -464,4 +1107,11 @@ def publish_version(
         version += 1
 
     # 5. Pointer, then marker; a crash before either is repaired by the next attempt.
-    return _finish(store, dataset, publish_id, manifest, created=True)
+    return _finish(
+        store,
+        dataset,
+        publish_id,
+        manifest,
+        created=True,
+        bytes_written=writer.bytes_written + len(data),
+    )

@@ -6,6 +6,10 @@ several processes share the same root or bucket:
 * ``create`` is write-once: it never overwrites, so it can commit immutable files.
 * ``compare_and_swap`` replaces a file only if it has not changed since it was read, so it can
   move a mutable pointer without losing a concurrent update.
+* Where the server keeps object versions (S3 bucket versioning), ``ensure_versioning`` turns it
+  on, ``version_of`` names the current version of a key, and ``get_version`` reads a named one:
+  a dataset manifest pins the versions of its files, so that what a version reads cannot change
+  even if someone overwrites a key behind Quorum's back.
 
 ``LocalObjectStore`` keeps keys as files under a directory; ``S3ObjectStore`` keeps them in a
 bucket (AWS S3 or MinIO) and relies on S3 conditional writes (``If-None-Match`` / ``If-Match``).
@@ -85,6 +89,26 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """The keys starting with ``prefix`` (a plain string prefix, as in S3), sorted."""
+
+    # Object versions. The defaults describe a store without them (the local directory).
+
+    def ensure_versioning(self) -> bool:
+        """Turn on object versioning where the store supports it; True if it is on."""
+        return False
+
+    def version_of(self, key: str) -> str | None:
+        """The current version id of ``key`` (None if unversioned); raises ``ObjectNotFound``."""
+        if not self.exists(key):
+            raise ObjectNotFound(key)
+        return None
+
+    def get_version(self, key: str, version_id: str | None) -> bytes:
+        """The content of ``key`` as it was at ``version_id`` (None: the current content)."""
+        return self.get(key)
+
+    def create_versioned(self, key: str, data: bytes) -> tuple[bool, str | None]:
+        """``create``, and the version id it created (None if unversioned or not created)."""
+        return self.create(key, data), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +294,11 @@ def _is_conflict(err: ClientError) -> bool:
     return _error_code(err) == "ConditionalRequestConflict" or _http_status(err) == 409
 
 
+def _version_id(value: Any) -> str | None:
+    # An unversioned bucket answers "null" (or nothing).
+    return None if value in (None, "", "null") else str(value)
+
+
 class S3ObjectStore(ObjectStore):
     """Keys as objects under ``prefix`` in ``bucket``, using S3 conditional writes."""
 
@@ -278,11 +307,16 @@ class S3ObjectStore(ObjectStore):
     conflict_retries = 8
     conflict_backoff = 0.05
 
-    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, prefix: str = "", *, versioning: bool = True
+    ) -> None:
         prefix = prefix.strip("/")
         self.client = client
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
+        # Whether ensure_versioning may turn bucket versioning on (it only ever reads otherwise).
+        self.versioning = versioning
+        self._versioning_on: bool | None = None
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -322,22 +356,74 @@ class S3ObjectStore(ObjectStore):
         return True
 
     def create(self, key: str, data: bytes) -> bool:
+        return self.create_versioned(key, data)[0]
+
+    def create_versioned(self, key: str, data: bytes) -> tuple[bool, str | None]:
         full_key = self._key(key)
         delay = self.conflict_backoff
         for attempt in range(self.conflict_retries + 1):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=full_key, Body=data, IfNoneMatch="*")
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=full_key, Body=data, IfNoneMatch="*"
+                )
             except ClientError as err:
                 if _is_precondition_failed(err):
-                    return False
+                    return False, None
                 if _is_conflict(err) and attempt < self.conflict_retries:
                     # Another writer is creating it right now: retry to learn who won.
                     time.sleep(delay)
                     delay *= 2
                     continue
                 raise
-            return True
+            return True, _version_id(response.get("VersionId"))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def ensure_versioning(self) -> bool:
+        """Turn bucket versioning on if it was never configured (and ``versioning`` allows it).
+
+        A bucket whose versioning an administrator *suspended* is left as it is, and a server
+        that does not support versioning (or a key without the permission) is used without it.
+        """
+        if self._versioning_on is not None:
+            return self._versioning_on
+        try:
+            status: str = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
+        except ClientError:
+            self._versioning_on = False
+            return False
+        if status == "" and self.versioning:
+            try:
+                self.client.put_bucket_versioning(
+                    Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+                )
+                status = "Enabled"
+            except ClientError:
+                pass
+        self._versioning_on = status == "Enabled"
+        return self._versioning_on
+
+    def version_of(self, key: str) -> str | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if _is_not_found(err):
+                raise ObjectNotFound(key) from None
+            raise
+        return _version_id(response.get("VersionId"))
+
+    def get_version(self, key: str, version_id: str | None) -> bytes:
+        if version_id is None:
+            return self.get(key)
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), VersionId=version_id
+            )
+        except ClientError as err:
+            if _is_not_found(err) or _error_code(err) in ("NoSuchVersion", "InvalidArgument"):
+                raise ObjectNotFound(f"{key} (version {version_id})") from None
+            raise
+        with response["Body"] as body:
+            return body.read()
 
     def compare_and_swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
         condition: dict[str, Any] = (

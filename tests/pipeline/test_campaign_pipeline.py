@@ -394,3 +394,23 @@ async def test_an_unreviewed_item_times_out_to_its_majority_flagged(pipeline: Pi
         assert record["labels"] == [p.truth[record["item_id"]]]
         assert record["confidence"] == pytest.approx(2 / 3)
         assert record["review_id"] is None
+
+
+async def test_a_dataset_accumulates_campaigns_version_by_version(pipeline: Pipeline) -> None:
+    p = pipeline
+    crowd = await p.people([1.0])
+    first = await p.launch(images=2, annotators_per_image=1, dataset="shapes", name="batch-one")
+    r1, _ = await p.crowd_until_done(first, crowd)
+    second = await p.launch(images=3, annotators_per_image=1, dataset="shapes", name="batch-two")
+    r2, _ = await p.crowd_until_done(second, crowd)
+    assert (r1.version, r2.version) == (1, 2)
+
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    manifest = read_manifest(ctx.store, "shapes", 2)
+    assert manifest["campaigns"] == sorted([first, second])
+    assert manifest["item_count"] == 5
+    assert sum(manifest["class_counts"].values()) == 5
+    assert set(manifest["agreement"]["by_campaign"]) == {first, second}
+    items = {r["item_id"]: r["campaign_id"] for r in read_records(ctx.store, "shapes", 2)}
+    assert sorted(set(items.values())) == sorted([first, second])
+    assert len(list(read_records(ctx.store, "shapes", 1))) == 2, "version 1 is unchanged"

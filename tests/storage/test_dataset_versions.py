@@ -24,6 +24,7 @@ from storage.dataset_versions import (
     list_datasets,
     list_versions,
     manifest_key,
+    partition_of,
     publish_version,
     read_manifest,
     read_records,
@@ -66,6 +67,7 @@ def test_first_publish_writes_version_1(store: ObjectStore) -> None:
     )
     result = publish_version(store, req, now=NOW)
 
+    manifest = read_manifest(store, "pets", 1)
     assert result == PublishedVersion(
         dataset="pets",
         version=1,
@@ -74,9 +76,12 @@ def test_first_publish_writes_version_1(store: ObjectStore) -> None:
         manifest_uri=store.uri("datasets/pets/versions/000001/manifest.json"),
         item_count=5,
         created=True,
+        bytes_written=manifest["stats"]["new_bytes"] + len(store.get(result.manifest_key)),
+        bytes_total=manifest["stats"]["bytes"],
     )
-    manifest = read_manifest(store, "pets", 1)
-    assert {k: v for k, v in manifest.items() if k != "files"} == {
+    assert {
+        k: v for k, v in manifest.items() if k not in ("files", "layout", "exports", "stats")
+    } == {
         "format": MANIFEST_FORMAT,
         "dataset": "pets",
         "version": 1,
@@ -90,12 +95,26 @@ def test_first_publish_writes_version_1(store: ObjectStore) -> None:
         "agreement": {"krippendorff_alpha": 0.81},
         "extra": {"note": "first"},
     }
-    assert [f["records"] for f in manifest["files"]] == [2, 2, 1]
+    # 5 items of about 2 per partition: 4 partitions (a power of two), by hash of item_id.
+    layout = manifest["layout"]
+    assert layout["partitions"] == 4
+    assert layout["base_version"] is None
+    assert sum(layout["partition_items"]) == 5
+    labels = [f for f in manifest["files"] if f["role"] == "labels"]
+    assert [f["records"] for f in labels] == [n for n in layout["partition_items"] if n]
+    assert {f["layer"] for f in labels} == {0}
     for f in manifest["files"]:
-        assert f["role"] == "labels"
         assert f["key"] == blob_key("pets", f["sha256"])
         assert f["key"].startswith(f"datasets/pets/blobs/sha256/{f['sha256'][:2]}/")
         assert f["size"] == len(store.get(f["key"]))
+    # One fragment per export format for every label layer.
+    assert manifest["exports"]["formats"] == ["coco", "yolo", "voc", "jsonl"]
+    fragments = [f for f in manifest["files"] if f["role"].startswith("export:")]
+    assert sorted((f["labels_sha256"], f["role"]) for f in fragments) == sorted(
+        (f["sha256"], f"export:{fmt}") for f in labels for fmt in manifest["exports"]["formats"]
+    )
+    assert manifest["stats"]["files"] == len({f["key"] for f in manifest["files"]})
+    assert manifest["stats"]["new_bytes"] == manifest["stats"]["bytes"]  # all new
     # The manifest is stored with sorted keys and indent=2.
     raw = store.get(result.manifest_key).decode()
     assert raw == json.dumps(manifest, sort_keys=True, indent=2) + "\n"
@@ -109,21 +128,40 @@ def test_first_publish_writes_version_1(store: ObjectStore) -> None:
     assert verify_version(store, "pets", 1) == []
 
 
-def test_second_publish_has_parent_and_reuses_unchanged_shards(store: ObjectStore) -> None:
+def test_second_publish_has_parent_and_reuses_unchanged_partitions(store: ObjectStore) -> None:
     first = publish_version(store, publish_request("pub-1", records(25), shard_size=10), now=NOW)
     changed = records(25)
-    changed[0] = {**changed[0], "label": "dog"}  # the last item in item_id order
+    changed[0] = {**changed[0], "label": "dog"}  # item-00024
     second = publish_version(store, publish_request("pub-2", changed, shard_size=10), now=NOW)
 
     assert (first.version, second.version, second.parent, second.created) == (1, 2, 1, True)
-    files1 = read_manifest(store, "pets", 1)["files"]
-    files2 = read_manifest(store, "pets", 2)["files"]
-    assert [f["key"] for f in files1[:2]] == [f["key"] for f in files2[:2]]
-    assert files1[2]["key"] != files2[2]["key"]
-    assert len(list(store.list("datasets/pets/blobs/"))) == 4
+    m1, m2 = read_manifest(store, "pets", 1), read_manifest(store, "pets", 2)
+    assert m2["layout"]["base_version"] == 1
+    assert m1["layout"]["partitions"] == m2["layout"]["partitions"] == 4
+    touched = partition_of("item-00024", 4)
+    labels1 = {f["partition"]: f for f in m1["files"] if f["role"] == "labels"}
+    labels2 = [f for f in m2["files"] if f["role"].startswith("labels")]
+    for f in labels2:
+        if f["partition"] != touched:
+            assert f == labels1[f["partition"]]  # the very same file, pinned the same way
+    delta = [f for f in labels2 if f["role"] == "labels-delta"]
+    assert [(f["partition"], f["layer"], f["records"], f["deletes"]) for f in delta] == [
+        (touched, 1, 1, 0)
+    ]
+    # Only the delta and its export fragments are new, beside the manifest. (These records
+    # have no image size, so COCO, YOLO and VOC all render the same "skip" line: one blob.)
+    new_keys = {f["key"] for f in m2["files"]} - {f["key"] for f in m1["files"]}
+    assert new_keys == {
+        f["key"] for f in m2["files"] if (f["partition"], f["layer"]) == (touched, 1)
+    }
+    assert len(new_keys) == 3
+    assert m2["stats"]["new_files"] == 3
+    assert second.bytes_written == m2["stats"]["new_bytes"] + len(store.get(second.manifest_key))
     assert latest_version(store, "pets") == 2
     assert json.loads(store.get(latest_key("pets"))) == {"version": 2, "sequence": 2}
     assert list(read_records(store, "pets", 2))[-1]["label"] == "dog"
+    assert list(read_records(store, "pets", 1))[-1]["label"] == "cat"
+    assert verify_version(store, "pets", 2) == []
 
 
 def test_same_publish_id_twice_returns_the_first_version(store: ObjectStore) -> None:
@@ -180,13 +218,19 @@ def test_verify_names_a_corrupted_blob(store_env: Any, store: ObjectStore) -> No
     result = publish_version(store, publish_request("pub-1", records(30), shard_size=10), now=NOW)
     assert verify_version(store, "pets", result.version) == []
 
-    victim = read_manifest(store, "pets", 1)["files"][1]
+    victim = next(f for f in read_manifest(store, "pets", 1)["files"] if f["role"] == "labels")
     original = store.get(victim["key"])
     store_env.overwrite(victim["key"], original.replace(b"cat", b"dog"))  # same size
 
     problems = verify_version(store, "pets", 1)
     assert len(problems) == 1
     assert victim["key"] in problems[0]
+    if store_env.backend == "s3":
+        # The bucket keeps versions and the manifest pinned the committed one: the version
+        # still reads what it committed, and verify says the key was overwritten.
+        assert "replaced after the commit" in problems[0]
+        assert [r["label"] for r in read_records(store, "pets", 1)] == ["cat"] * 30
+        return
     assert "sha256" in problems[0]
     with pytest.raises(DatasetIntegrityError, match=victim["key"]):
         list(read_records(store, "pets", 1))
