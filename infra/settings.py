@@ -15,7 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"", "change-me", "dev-operator-token", "dev-signing-key"}
+PLACEHOLDER_SECRETS = {
+    "",
+    "change-me",
+    "dev-operator-token",
+    "dev-auditor-token",
+    "dev-signing-key",
+}
 
 
 def default_home() -> Path:
@@ -69,6 +75,10 @@ class ApiSettings(BaseModel):
     port: int = 8000
     # The operator's bearer token; annotators and experts get their own tokens from the API.
     operator_token: SecretStr = SecretStr("dev-operator-token")
+    # The auditor's bearer token: read-only access to the audit API.
+    auditor_token: SecretStr = SecretStr("dev-auditor-token")
+    # Signs task links (HS256): at least 32 random bytes in production.
+    link_secret: SecretStr = SecretStr("dev-signing-key")
     # Where the API can be reached by simulated annotators and links it prints.
     public_url: str = ""
 
@@ -92,6 +102,16 @@ class Settings(BaseSettings):
             if self.api.operator_token.get_secret_value() in PLACEHOLDER_SECRETS:
                 raise ValueError(
                     "QUORUM_API__OPERATOR_TOKEN must be set to a real secret in production"
+                )
+            if self.api.auditor_token.get_secret_value() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "QUORUM_API__AUDITOR_TOKEN must be set to a real secret in production"
+                )
+            link_secret = self.api.link_secret.get_secret_value()
+            if link_secret in PLACEHOLDER_SECRETS or len(link_secret.encode()) < 32:
+                raise ValueError(
+                    "QUORUM_API__LINK_SECRET must be a real secret of at least 32 bytes "
+                    "in production"
                 )
         return self
 
