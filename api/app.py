@@ -10,7 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import campaign_routes, review_routes, task_routes
+from api import (
+    audit_routes,
+    campaign_routes,
+    dataset_routes,
+    operator_routes,
+    page_routes,
+    review_routes,
+    task_routes,
+)
 from api.context import AppContext
 from db.engine import create_engine, create_sessionmaker
 from infra.settings import Settings, get_settings
@@ -97,6 +105,11 @@ def create_app(ctx: AppContext | None = None, settings: Settings | None = None) 
     app.include_router(campaign_routes.router)
     app.include_router(task_routes.router)
     app.include_router(review_routes.router)
+    app.include_router(dataset_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(operator_routes.router)
+    app.include_router(page_routes.router)
+    app.mount("/static", page_routes.static_files(), name="static")
 
     @app.get("/health")
     async def health() -> dict[str, str]:

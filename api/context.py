@@ -14,9 +14,10 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from db.models import Annotator
+from db.models import Annotator, TaskLink
 from infra.settings import Settings
 from services.errors import OPERATOR_ONLY, UNKNOWN_TOKEN, Forbidden, Unauthorized
+from services.links import enforce_scope, is_link_token, verify_link
 from services.people import authenticate
 from storage import ObjectStore
 
@@ -48,10 +49,16 @@ async def get_session(ctx: Context) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise Unauthorized("send 'Authorization: Bearer <token>'")
-    return authorization.split(" ", 1)[1].strip()
+def bearer_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization.split(" ", 1)[1].strip()
+    # An <img> cannot send a header: a GET (which changes nothing) may carry a task link's
+    # token, already part of the page's own URL, as ``access_token`` in its query (RFC 6750
+    # section 2.3). The pages send no Referer. Long-lived tokens stay in headers.
+    query_token = request.query_params.get("access_token")
+    if request.method == "GET" and query_token and is_link_token(query_token):
+        return query_token
+    raise Unauthorized("send 'Authorization: Bearer <token>'")
 
 
 Token = Annotated[str, Depends(bearer_token)]
@@ -67,13 +74,41 @@ def require_operator(ctx: Context, token: Token) -> str:
 Operator = Annotated[str, Depends(require_operator)]
 
 
-async def require_person(ctx: Context, token: Token) -> Annotator:
+async def require_person(request: Request, ctx: Context, token: Token) -> Annotator:
+    """The person behind a person token, or behind a task link (held to the link's scope)."""
     async with ctx.sessions() as session:
-        person = await authenticate(session, token)
+        if is_link_token(token):
+            grant = await verify_link(
+                session, token, ctx.settings.api.link_secret.get_secret_value()
+            )
+            route = request.scope.get("route")
+            await enforce_scope(
+                session, grant.link, request.path_params, getattr(route, "path", None)
+            )
+            session.expunge(grant.link)
+            request.state.link = grant.link
+            person = grant.person
+        else:
+            person = await authenticate(session, token)
         session.expunge(person)
         return person
 
 
 Person = Annotated[Annotator, Depends(require_person)]
 
-__all__ = ["UNKNOWN_TOKEN", "AppContext", "Context", "Operator", "Person", "Session"]
+
+def link_of(request: Request) -> TaskLink | None:
+    """The task link this request came with, if any (after ``Person`` was resolved)."""
+    link: TaskLink | None = getattr(request.state, "link", None)
+    return link
+
+
+__all__ = [
+    "UNKNOWN_TOKEN",
+    "AppContext",
+    "Context",
+    "Operator",
+    "Person",
+    "Session",
+    "link_of",
+]

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import update
 
-from api.context import AppContext, Context, Person
+from api.context import AppContext, Context, Person, link_of
 from db.models import Assignment, Campaign, Item
 from schemas.annotations import AnnotationObject, ResponseBody
 from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
@@ -28,6 +28,7 @@ from services.errors import NOT_YOUR_ASSIGNMENT, Forbidden, NotFound
 from services.image_sources import probe_s3_size
 from services.task_assignment import (
     annotator_progress,
+    claim_item,
     claim_next,
     skip_assignment,
     submit_response,
@@ -55,9 +56,15 @@ class NextTask(BaseModel):
 
 
 @router.post("/campaigns/{campaign_id}/tasks/next", response_model=NextTask)
-async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
+async def next_task(campaign_id: str, request: Request, ctx: Context, person: Person) -> NextTask:
+    link = link_of(request)
+    # A single-task link leases its one image; every other caller gets the queue.
+    single_item = link.item_id if link is not None and link.kind == "task" else None
     async with ctx.sessions.begin() as session:
-        task = await claim_next(session, person, campaign_id)
+        if single_item is not None:
+            task = await claim_item(session, person, campaign_id, single_item)
+        else:
+            task = await claim_next(session, person, campaign_id)
         campaign = await session.get(Campaign, campaign_id)
         assert campaign is not None
         answered = await annotator_progress(session, person.id, campaign_id)
@@ -68,7 +75,11 @@ async def next_task(campaign_id: str, ctx: Context, person: Person) -> NextTask:
             task=None,
             answered=answered,
             ontology=campaign.spec["ontology"],
-            message="No image needs you right now. Thank you!",
+            message=(
+                "This image needs nothing more from you. Thank you!"
+                if single_item is not None
+                else "No image needs you right now. Thank you!"
+            ),
         )
     return NextTask(
         task=TaskOut(

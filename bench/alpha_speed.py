@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> Path:
             rows.append(row)
     result = {
         "benchmark": "alpha_speed",
+        "command": " ".join(
+            ["python -m bench.alpha_speed", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "created_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "runs_per_timing": args.runs,

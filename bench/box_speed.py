@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -49,6 +50,16 @@ def machine() -> dict[str, Any]:
         "scipy": version("scipy"),
         "shapely": version("shapely"),
     }
+
+
+def numpy_op_us() -> float:
+    """Time of one tiny numpy operation, in microseconds: how busy the machine is right now
+    (about 0.4 us on this machine when it is otherwise idle)."""
+    small = np.ones(15)
+    start = time.process_time()
+    for _ in range(100_000):
+        np.minimum(small, small)
+    return (time.process_time() - start) / 100_000 * 1e6
 
 
 def make_items(seed: int, count: int) -> list[list[ResponseObjects]]:
@@ -128,6 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     n = args.items
     load_before = os.getloadavg()[0]
+    calibration_before = numpy_op_us()
 
     single = run_chunks(0, n, "assess")
     two_calls = run_chunks(0, args.two_call_items, "separate")
@@ -146,6 +158,9 @@ def main(argv: list[str] | None = None) -> Path:
     two_call_per_item = two_calls["seconds"] / args.two_call_items
     result = {
         "benchmark": "box_speed",
+        "command": " ".join(
+            ["python -m bench.box_speed", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "created_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "workload": {
@@ -158,6 +173,10 @@ def main(argv: list[str] | None = None) -> Path:
         },
         "target_seconds": TARGET_SECONDS,
         "load_average_1m_before": load_before,
+        "numpy_op_us_before_and_after": [
+            round(calibration_before, 3),
+            round(numpy_op_us(), 3),
+        ],
         "note": (
             "seconds are wall-clock time of the timed calls; cpu_seconds the process's CPU "
             "time, which depends less on other work sharing the machine"

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> Path:
     results = {kind: evaluate(kind, args.items, args.seed + k) for k, kind in enumerate(CLASSES)}
     out = {
         "benchmark": "consensus_quality",
+        "command": " ".join(
+            ["python -m bench.consensus_quality", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "created_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "setup": {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Quorum needs, idempotently, on a Debian machine:
 #   - Debian's PostgreSQL server binaries (no system service is used; see infra/devstack.py),
+#   - Debian's Chromium, for the browser tests of the annotation and review pages,
 #   - a virtualenv in .venv with Quorum and its dev tools,
 #   - the Temporal CLI (dev server) and MinIO, built from the Go module proxy into
 #     ~/.cache/quorum/bin, outside the clone, so every clone and every CI run reuses them.
@@ -20,6 +21,10 @@ command -v go >/dev/null || fail "Go is needed to build the Temporal CLI and Min
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
   missing+=(postgresql)
+fi
+# The browser tests (tests/web) drive Debian's Chromium with Playwright.
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
 fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then

@@ -1,4 +1,4 @@
-"""Pure consensus and agreement math (numpy and the standard library only).
+"""Pure consensus and agreement math (numpy, scipy, shapely and the standard library).
 
 The names re-exported here are the package's public API; the modules' other names may change.
 """

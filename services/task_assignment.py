@@ -10,6 +10,8 @@ Rules, in one place:
 - Leases that ran out are expired by the next claim in the campaign; their slot goes back.
 - An annotator at their concurrency limit gets their oldest live lease back (a reload of the
   page resumes work instead of failing).
+- A campaign may require skills; an annotator who lacks one of them is refused (403).
+- A single-task link leases its one image (``claim_item``) under the same rules.
 - A late answer (its lease ran out) is still counted when its slot is free, because throwing
   away finished work helps nobody. If someone else took the slot, it is refused with 409.
 - A repeated submission (same idempotency key) is acknowledged with the first response, once.
@@ -40,6 +42,9 @@ from services.errors import (
     NotFound,
 )
 from services.people import new_id
+
+MISSING_SKILLS = "this campaign needs skills you do not have"
+AT_CONCURRENCY_LIMIT = "you hold as many open tasks as you may; finish or skip one first"
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,7 @@ async def claim_next(
     """Lease the next image to this annotator, or None when there is nothing for them."""
     now = now or utcnow()
     campaign = await _campaign(session, campaign_id)
-    if campaign.status not in {"running", "created"}:
-        raise Conflict(CAMPAIGN_NOT_RUNNING)
+    _check_can_work(campaign, annotator)
     await expire_leases(session, campaign_id, now)
 
     live = (
@@ -139,6 +143,76 @@ async def claim_next(
         lease_expires_at=now + timedelta(seconds=campaign.lease_timeout_s),
     )
     session.add(assignment)
+    item.slots_taken += 1
+    await session.flush()
+    return Task(assignment=assignment, item=item, resumed=False)
+
+
+def _check_can_work(campaign: Campaign, annotator: Annotator) -> None:
+    if campaign.status not in {"running", "created"}:
+        raise Conflict(CAMPAIGN_NOT_RUNNING)
+    missing = sorted(set(campaign.required_skills) - set(annotator.skills))
+    if missing:
+        raise Forbidden(f"{MISSING_SKILLS}: {', '.join(missing)}")
+
+
+async def claim_item(
+    session: AsyncSession,
+    annotator: Annotator,
+    campaign_id: str,
+    item_id: str,
+    *,
+    now: datetime | None = None,
+) -> Task | None:
+    """Lease one given image (a single-task link), or None when it does not need this person.
+
+    The same rules as ``claim_next``: a free slot, never twice to one person, skills, and the
+    concurrency limit. A lease of theirs that ran out is renewed if its slot is still free.
+    """
+    now = now or utcnow()
+    campaign = await _campaign(session, campaign_id)
+    _check_can_work(campaign, annotator)
+    await expire_leases(session, campaign_id, now)
+    item = await session.scalar(
+        select(Item).where(Item.id == item_id, Item.campaign_id == campaign_id).with_for_update()
+    )
+    if item is None:
+        raise NotFound(f"no image {item_id} in campaign {campaign_id}")
+    held = await session.scalar(
+        select(Assignment).where(
+            Assignment.item_id == item_id, Assignment.annotator_id == annotator.id
+        )
+    )
+    if held is not None and held.state == "leased":
+        return Task(assignment=held, item=item, resumed=True)
+    if held is not None and held.state != "expired":
+        return None  # answered or skipped: never twice
+    if item.status != "open" or item.slots_taken >= campaign.annotators_per_image:
+        return None
+    live = await session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.annotator_id == annotator.id, Assignment.state == "leased")
+        .where(Assignment.campaign_id == campaign_id)
+    )
+    if (live or 0) >= annotator.max_concurrent:
+        raise Conflict(AT_CONCURRENCY_LIMIT)
+    expires = now + timedelta(seconds=campaign.lease_timeout_s)
+    if held is not None:  # their own lease ran out and nobody took the slot: renew it
+        held.state, held.leased_at, held.lease_expires_at = "leased", now, expires
+        held.finished_at = None
+        assignment = held
+    else:
+        assignment = Assignment(
+            id=new_id("asg"),
+            campaign_id=campaign_id,
+            item_id=item.id,
+            annotator_id=annotator.id,
+            state="leased",
+            leased_at=now,
+            lease_expires_at=expires,
+        )
+        session.add(assignment)
     item.slots_taken += 1
     await session.flush()
     return Task(assignment=assignment, item=item, resumed=False)
