@@ -24,12 +24,13 @@ from api.context import AppContext, Context, Person, link_of
 from db.models import Assignment, Campaign, Item
 from schemas.annotations import AnnotationObject, ResponseBody
 from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
-from services.errors import NOT_YOUR_ASSIGNMENT, Forbidden, NotFound
+from services.errors import NOT_YOUR_ASSIGNMENT, Conflict, Forbidden, InvalidInput, NotFound
 from services.image_sources import probe_s3_size
 from services.task_assignment import (
     annotator_progress,
     claim_item,
     claim_next,
+    record_refusal,
     skip_assignment,
     submit_response,
 )
@@ -134,15 +135,27 @@ class SubmissionOut(BaseModel):
 async def submit(
     campaign_id: str, assignment_id: str, body: SubmissionIn, ctx: Context, person: Person
 ) -> SubmissionOut:
-    async with ctx.sessions.begin() as session:
-        submission = await submit_response(
-            session,
-            person,
-            assignment_id,
-            campaign_id=campaign_id,
-            idempotency_key=body.idempotency_key,
-            body=ResponseBody(objects=body.objects),
-        )
+    try:
+        async with ctx.sessions.begin() as session:
+            submission = await submit_response(
+                session,
+                person,
+                assignment_id,
+                campaign_id=campaign_id,
+                idempotency_key=body.idempotency_key,
+                body=ResponseBody(objects=body.objects),
+            )
+    except (Conflict, InvalidInput) as refused:
+        # The refused transaction rolled back; the refusal itself goes on the record.
+        async with ctx.sessions.begin() as session:
+            await record_refusal(
+                session,
+                person,
+                assignment_id,
+                reason=refused.message,
+                errors=[e.model_dump() for e in refused.errors],
+            )
+        raise
     await signal_response(ctx, campaign_id, submission.ordinal, submission.response.id, person.id)
     return SubmissionOut(
         response_id=submission.response.id, duplicate=submission.duplicate, late=submission.late

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Annotator, Assignment, Campaign, Item, TaskLink, utcnow
 from schemas.campaign_spec import FieldError
+from services import audit
 from services.errors import PERSON_BLOCKED, Forbidden, InvalidInput, NotFound, Unauthorized
 from services.people import new_id
 
@@ -156,6 +157,19 @@ async def issue_link(
     )
     session.add(link)
     await session.flush()
+    await audit.append(
+        session,
+        action="link.issued",
+        actor=("operator", issued_by),
+        campaign_id=campaign_id,
+        item_id=item_id,
+        details={
+            "link_id": link.id,
+            "person_id": person.id,
+            "kind": kind,
+            "expires_at": link.expires_at.isoformat(),
+        },
+    )
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -175,13 +189,27 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
 
 
-async def revoke_link(session: AsyncSession, link_id: str, now: datetime | None = None) -> TaskLink:
+async def revoke_link(
+    session: AsyncSession,
+    link_id: str,
+    now: datetime | None = None,
+    *,
+    revoked_by: str = "operator",
+) -> TaskLink:
     """Revoke a link for good (revoking it again keeps the first time)."""
     link = await session.scalar(select(TaskLink).where(TaskLink.id == link_id).with_for_update())
     if link is None:
         raise NotFound(f"no link {link_id}")
     if link.revoked_at is None:
         link.revoked_at = now or utcnow()
+        await audit.append(
+            session,
+            action="link.revoked",
+            actor=("operator", revoked_by),
+            campaign_id=link.campaign_id,
+            item_id=link.item_id,
+            details={"link_id": link.id, "person_id": link.person_id},
+        )
     return link
 
 

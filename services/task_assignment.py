@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Annotator, Assignment, Campaign, Item, Response, utcnow
 from schemas.annotations import ResponseBody, validate_response
 from schemas.ontology import Ontology
+from schemas.workflow_io import item_workflow_id
+from services import audit
 from services.errors import (
     ALREADY_ANSWERED,
     ASSIGNMENT_NOT_IN_CAMPAIGN,
@@ -80,15 +83,47 @@ async def expire_leases(session: AsyncSession, campaign_id: str, now: datetime) 
                 Assignment.lease_expires_at < now,
             )
             .values(state="expired", finished_at=now)
-            .returning(Assignment.item_id)
+            .returning(Assignment.id, Assignment.item_id, Assignment.annotator_id)
         )
-    ).scalars()
-    counts = Counter(expired_items)
+    ).all()
+    counts = Counter(item_id for _, item_id, _ in expired_items)
     for item_id, n in sorted(counts.items()):
         await session.execute(
             update(Item).where(Item.id == item_id).values(slots_taken=Item.slots_taken - n)
         )
+    for assignment_id, item_id, annotator_id in sorted(expired_items):
+        await _audit(
+            session,
+            "assignment.expired",
+            audit.SYSTEM_ACTOR,
+            campaign_id,
+            item_id,
+            {"assignment_id": assignment_id, "annotator_id": annotator_id},
+        )
     return sum(counts.values())
+
+
+async def _audit(
+    session: AsyncSession,
+    action: str,
+    actor: tuple[audit.ActorType, str],
+    campaign_id: str,
+    item_id: str,
+    details: dict[str, Any],
+) -> None:
+    await audit.append(
+        session,
+        action=action,
+        actor=actor,
+        campaign_id=campaign_id,
+        item_id=item_id,
+        workflow_id=item_workflow_id(campaign_id, int(item_id.rsplit("-", 1)[1])),
+        details=details,
+    )
+
+
+def _person(annotator: Annotator) -> tuple[audit.ActorType, str]:
+    return ("expert" if annotator.role == "expert" else "annotator", annotator.id)
 
 
 async def claim_next(
@@ -145,6 +180,17 @@ async def claim_next(
     session.add(assignment)
     item.slots_taken += 1
     await session.flush()
+    await _audit(
+        session,
+        "assignment.leased",
+        _person(annotator),
+        campaign_id,
+        item.id,
+        {
+            "assignment_id": assignment.id,
+            "lease_expires_at": assignment.lease_expires_at.isoformat(),
+        },
+    )
     return Task(assignment=assignment, item=item, resumed=False)
 
 
@@ -215,6 +261,18 @@ async def claim_item(
         session.add(assignment)
     item.slots_taken += 1
     await session.flush()
+    await _audit(
+        session,
+        "assignment.leased",
+        _person(annotator),
+        campaign_id,
+        item.id,
+        {
+            "assignment_id": assignment.id,
+            "lease_expires_at": expires.isoformat(),
+            "renewed": held is not None,
+        },
+    )
     return Task(assignment=assignment, item=item, resumed=False)
 
 
@@ -296,6 +354,20 @@ async def submit_response(
     assignment.state = "submitted"
     assignment.finished_at = now
     await session.flush()
+    await _audit(
+        session,
+        "response.submitted",
+        _person(annotator),
+        assignment.campaign_id,
+        assignment.item_id,
+        {
+            "response_id": response.id,
+            "assignment_id": assignment.id,
+            "late": late,
+            "objects": len(body.objects),
+            "idempotency_key": idempotency_key,
+        },
+    )
     return Submission(response=response, duplicate=False, late=late, ordinal=item.ordinal)
 
 
@@ -321,7 +393,37 @@ async def skip_assignment(
     if assignment.state in {"leased", "expired"}:
         assignment.state = "skipped"
         assignment.finished_at = now
+        await _audit(
+            session,
+            "assignment.skipped",
+            _person(annotator),
+            assignment.campaign_id,
+            assignment.item_id,
+            {"assignment_id": assignment.id},
+        )
     return assignment
+
+
+async def record_refusal(
+    session: AsyncSession,
+    annotator: Annotator,
+    assignment_id: str,
+    *,
+    reason: str,
+    errors: list[dict[str, str]],
+) -> None:
+    """A refused submission, logged in a transaction of its own (the refused one rolled back)."""
+    assignment = await session.get(Assignment, assignment_id)
+    if assignment is None or assignment.annotator_id != annotator.id:
+        return  # not attributable to an assignment of this person: nothing to put on record
+    await _audit(
+        session,
+        "response.refused",
+        _person(annotator),
+        assignment.campaign_id,
+        assignment.item_id,
+        {"assignment_id": assignment_id, "reason": reason, "errors": errors},
+    )
 
 
 async def annotator_progress(session: AsyncSession, annotator_id: str, campaign_id: str) -> int:

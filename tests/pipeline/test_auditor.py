@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from db.audit_models import AuditEntry
 from db.models import Base, Campaign
 from services.audit_views import read_only_session
+from simulation.crowd import submit
 from tests.pipeline.conftest import Pipeline, bearer
 
 AUDITOR = {"Authorization": "Bearer dev-auditor-token"}
@@ -118,3 +120,63 @@ async def test_the_read_only_engine_refuses_writes(pipeline: Pipeline) -> None:
                 )
             )
             await session.flush()
+
+
+async def test_an_items_timeline_tells_its_whole_story_in_order(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(
+        images=1, annotators_per_image=2, agreement_threshold=1.0, lease_timeout="1s"
+    )
+    slow, b, c = await p.people([1.0, 1.0, 0.0])
+    (expert,) = await p.people([1.0], role="expert")
+    item = f"{cid}-0"
+    held = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(slow.token))).json()
+    await asyncio.sleep(1.3)  # the lease runs out
+    truth = p.truth[item]
+    for person, label in ((b, truth), (c, "square" if truth != "square" else "circle")):
+        task = (
+            await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+        ).json()["task"]
+        assert task["item_id"] == item
+        ok = await submit(p.http, person.token, cid, task["assignment_id"], [label])
+        assert ok.status_code == 200
+    late = await submit(p.http, slow.token, cid, held["task"]["assignment_id"], [truth])
+    assert late.status_code == 409
+
+    for _ in range(100):
+        pending = (
+            await p.http.get(f"/campaigns/{cid}/reviews", headers=bearer(expert.token))
+        ).json()
+        if pending:
+            break
+        await asyncio.sleep(0.1)
+    await p.http.post(
+        f"/items/{item}/review",
+        headers=bearer(expert.token),
+        json={"decision": "accept_consensus", "idempotency_key": uuid.uuid4().hex},
+    )
+    await p.result(cid)
+
+    events = (await p.http.get(f"/audit/items/{item}/timeline", headers=AUDITOR)).json()
+    story = [(e["what"], e["actor"]) for e in events if e["source"] == "audit"]
+    expected = [
+        ("assignment.leased", f"annotator:{slow.id}"),
+        ("assignment.expired", "system:quorum"),
+        ("assignment.leased", f"annotator:{b.id}"),  # the reassignment
+        ("response.submitted", f"annotator:{b.id}"),
+        ("assignment.leased", f"annotator:{c.id}"),
+        ("response.submitted", f"annotator:{c.id}"),
+        ("response.refused", f"annotator:{slow.id}"),
+        ("item.escalated", "system:quorum"),
+        ("review.decided", f"expert:{expert.id}"),
+        ("consensus.finalized", "system:quorum"),
+        ("dataset.published", "system:quorum"),
+    ]
+    positions = [story.index(step) for step in expected if step in story]
+    assert [s for s in expected if s in story] == expected, f"missing from {story}"
+    assert positions == sorted(positions), f"out of order: {story}"
+    refused = next(e for e in events if e["what"] == "response.refused")
+    assert "given to someone else" in refused["detail"]["reason"]
+    times = [e["at"] for e in events]
+    assert times == sorted(times)
+    assert any(e["source"] == "workflow" for e in events)
