@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_same_publish_id_twice_returns_the_first_version(store: ObjectStore) -> 
 
 
 def test_racing_publishers_never_share_a_version(store_env: Any) -> None:
-    n = 8
+    n = 20
     stores = [store_env.make() for _ in range(n)]
     results: dict[int, PublishedVersion] = {}
     errors: list[BaseException] = []
@@ -212,6 +213,26 @@ def test_racing_publishers_never_share_a_version(store_env: Any) -> None:
             f"item-{j:05d}" for j in range(i * 100, i * 100 + 4)
         ]
         assert verify_version(reader, "pets", result.version) == []
+    assert_nothing_overwritten(store_env, reader)
+
+
+def assert_nothing_overwritten(store_env: Any, reader: ObjectStore) -> None:
+    """Only the ``latest`` pointer is ever replaced (by compare-and-swap); every other file is
+    written once. On S3 the bucket's versions prove it; locally, every content-addressed blob
+    still holds the content its name is the hash of."""
+    if isinstance(reader, S3ObjectStore):
+        versions: dict[str, int] = {}
+        paginator = reader.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=reader.bucket, Prefix=reader.prefix):
+            for v in page.get("Versions", []):
+                versions[v["Key"]] = versions.get(v["Key"], 0) + 1
+        rewritten = {k for k, count in versions.items() if count > 1}
+        assert rewritten == {f"{reader.prefix}datasets/pets/latest.json"}
+    else:
+        blobs = list(reader.list("datasets/pets/blobs/"))
+        assert len(blobs) >= 20
+        for key in blobs:
+            assert hashlib.sha256(reader.get(key)).hexdigest() == key.rsplit("/", 1)[1]
 
 
 def test_verify_names_a_corrupted_blob(store_env: Any, store: ObjectStore) -> None:
