@@ -26,9 +26,10 @@ from typing import Any
 import krippendorff
 import numpy as np
 
+from bench.results_dir import results_dir
 from quality import krippendorff_alpha, krippendorff_alpha_nominal_matrix
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 LABELS = 1_000_000
 LAYOUTS = [
     # (name, coders, missing share)

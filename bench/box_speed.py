@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.results_dir import results_dir
 from quality import Annotation, ClassSpec, ResponseObjects, object_consensus, object_item_agreement
 from quality.geometry_consensus import assess_item
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 CLASSES = {"car": ClassSpec("car", "box"), "person": ClassSpec("person", "box")}
 IMAGE = (640, 480)
 ANNOTATORS = 3

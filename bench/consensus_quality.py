@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.results_dir import results_dir
 from quality import (
     Annotation,
     ClassSpec,
@@ -42,7 +43,7 @@ from quality import (
 )
 from quality.raster import rasterize_polygon
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 OBJECTS_PER_ITEM = 3
 NOISE_SCALES = (1.0, 1.5, 2.0)
 MISS = 0.15

@@ -37,6 +37,7 @@ from temporalio.worker import Worker
 
 from api.app import create_app
 from bench.floor_workflow import FloorWorkflow
+from bench.results_dir import results_dir
 from db.migrate import upgrade_database
 from infra.devstack import PostgresServer, TemporalDevServer, free_port
 from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSettings
@@ -50,7 +51,7 @@ from simulation.crowd import (
 )
 from simulation.images import generate_images
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 REPO = Path(__file__).resolve().parents[1]
 K = 3
 WINDOW = 256

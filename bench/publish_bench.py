@@ -34,6 +34,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.results_dir import results_dir
 from infra.devstack import MinioServer, free_port
 from storage import (
     PublishRequest,
@@ -44,7 +45,7 @@ from storage import (
     verify_version,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 DATASET = "bench"
 ONTOLOGY: dict[str, Any] = {
     "classes": [
