@@ -152,7 +152,15 @@ def _cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
     return run_datasets(args.rest, settings)
 
 
+def _cmd_consensus(args: argparse.Namespace, _: Settings) -> int:
+    from cli.consensus import run as run_consensus
+
+    return run_consensus(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cli.consensus import add_arguments as add_consensus_arguments
+
     parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -201,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="read-only commands for auditors")
     audit_parser(audit)
     audit.set_defaults(func=run_audit)
+
+    consensus = sub.add_parser(
+        "consensus", help="infer one label per task from a task,worker,label CSV"
+    )
+    add_consensus_arguments(consensus)
+    consensus.set_defaults(func=_cmd_consensus)
 
     dev = sub.add_parser(
         "dev", help="build, start and stop the local servers (see infra/devstack.py)"
