@@ -208,6 +208,7 @@ class CampaignActivities:
                         "manifest_uri": version.manifest_uri,
                         "items": version.item_count,
                         "publish_id": input.publish_id,
+                        "snapshot": input.snapshot,
                     },
                 )
                 session.add(
@@ -223,7 +224,7 @@ class CampaignActivities:
             row = await session.get(Campaign, campaign.id, with_for_update=True)
             assert row is not None
             row.published_version, row.manifest_uri = version.version, version.manifest_uri
-            if row.status != "completed":
+            if not input.snapshot and row.status != "completed":
                 info = activity.info()
                 await audit.append(
                     session,

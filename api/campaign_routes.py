@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
@@ -10,7 +11,13 @@ from sqlalchemy import select
 
 from api.context import Context, Operator, Session
 from db.models import Campaign
-from services.campaigns import campaign_status, create_campaign, start_campaign, validate_spec
+from services.campaigns import (
+    campaign_status,
+    create_campaign,
+    publish_snapshot,
+    start_campaign,
+    validate_spec,
+)
 from services.people import create_person
 
 router = APIRouter(tags=["operators"])
@@ -115,3 +122,27 @@ async def register_person(body: PersonIn, session: Session, _: Operator) -> Pers
         skills=body.skills,
     )
     return PersonCreated(id=person.id, name=person.name, role=person.role, token=token)
+
+
+class SnapshotIn(BaseModel):
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Repeat a request with the same ID to get the same version back.",
+    )
+
+
+@router.post("/campaigns/{campaign_id}/snapshot")
+async def snapshot(
+    campaign_id: str, ctx: Context, _: Operator, body: SnapshotIn | None = None
+) -> dict[str, Any]:
+    """Publish the labels final so far as a new dataset version, during the campaign."""
+    request = body or SnapshotIn()
+    result = await publish_snapshot(
+        ctx.sessions,
+        ctx.temporal,
+        campaign_id,
+        ctx.settings.temporal.task_queue,
+        request.request_id,
+    )
+    return {**result.model_dump(), "request_id": request.request_id}

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,30 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from db.engine import create_engine, create_sessionmaker
+    from infra.temporal_client import connect
+    from services.campaigns import publish_snapshot
+    from services.errors import QuorumError
+
+    engine = create_engine(settings.database_url)
+    try:
+        client = await connect(settings.temporal)
+        result = await publish_snapshot(
+            create_sessionmaker(engine),
+            client,
+            args.campaign_id,
+            settings.temporal.task_queue,
+            args.request_id or uuid.uuid4().hex,
+        )
+    except QuorumError as exc:
+        raise UsageError(exc.message) from exc
+    finally:
+        await engine.dispose()
+    print(json.dumps(result.model_dump()))
+    return 0
+
+
 async def _db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import upgrade_database
 
@@ -189,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = csub.add_parser("status", help="a campaign's progress")
     st.add_argument("campaign_id")
     st.set_defaults(func=lambda a, s: asyncio.run(_status(a, s)))
+
+    snap = csub.add_parser("snapshot", help="publish the labels final so far, mid-campaign")
+    snap.add_argument("campaign_id")
+    snap.add_argument("--request-id", help="repeat it to get the same version back")
+    snap.set_defaults(func=lambda a, s: asyncio.run(_snapshot(a, s)))
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])

@@ -199,6 +199,12 @@ class CampaignStatusInput(BaseModel):
 class PublishInput(BaseModel):
     campaign_id: str
     publish_id: str
+    # A snapshot publishes what is final so far, during the campaign; it does not end it.
+    snapshot: bool = False
+
+
+def snapshot_workflow_id(campaign_id: str, request_id: str) -> str:
+    return f"campaign/{campaign_id}/snapshot/{request_id}"
 
 
 class PublishResult(BaseModel):

@@ -16,12 +16,20 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from db.models import Campaign, Consensus, Item
 from schemas.campaign_spec import CampaignSpec, parse_spec
-from schemas.workflow_io import CampaignInput, campaign_workflow_id, item_id_for
+from schemas.workflow_io import (
+    CampaignInput,
+    PublishInput,
+    PublishResult,
+    campaign_workflow_id,
+    item_id_for,
+    snapshot_workflow_id,
+)
 from services import audit
-from services.errors import InvalidInput, NotFound, Unavailable
+from services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.image_sources import list_images
 
 INSERT_CHUNK = 5_000
@@ -116,9 +124,9 @@ async def start_campaign(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
+    except WorkflowAlreadyStartedError:
+        return workflow_id  # it ran before and finished: never run a campaign twice
     except Exception as exc:
-        if type(exc).__name__ == "WorkflowAlreadyStartedError":
-            return workflow_id
         raise Unavailable(
             f"campaign {campaign_id} is saved but its workflow could not start ({exc}); "
             f"run `quorum campaign start {campaign_id}` once Temporal is reachable"
@@ -177,3 +185,44 @@ async def campaign_status(session: AsyncSession, campaign_id: str) -> dict[str, 
         "manifest_uri": campaign.manifest_uri,
         "workflow_id": campaign_workflow_id(campaign.id),
     }
+
+
+async def publish_snapshot(
+    sessions: async_sessionmaker[AsyncSession],
+    client: Client,
+    campaign_id: str,
+    task_queue: str,
+    request_id: str,
+) -> PublishResult:
+    """Publish the items final so far as a new dataset version; the campaign goes on.
+
+    The request ID makes it idempotent: the same request publishes one version, however
+    often it is sent."""
+    async with sessions() as session:
+        campaign = await session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign {campaign_id}")
+        finished = await session.scalar(
+            select(func.count()).select_from(Consensus).where(Consensus.campaign_id == campaign_id)
+        )
+    if not finished:
+        raise Conflict(f"campaign {campaign_id} has no final labels yet; nothing to publish")
+    workflow_id = snapshot_workflow_id(campaign_id, request_id)
+    try:
+        handle = await client.start_workflow(
+            "SnapshotWorkflow",
+            PublishInput(
+                campaign_id=campaign_id,
+                publish_id=f"{campaign_id}.snapshot.{request_id}",
+                snapshot=True,
+            ),
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            result_type=PublishResult,
+        )
+    except WorkflowAlreadyStartedError:  # this request already published: the same answer
+        handle = client.get_workflow_handle(workflow_id, result_type=PublishResult)
+    result: PublishResult = await handle.result()
+    return result

@@ -15,8 +15,9 @@ from storage import ObjectStore
 from workflows.archive_workflow import ArchiveWorkflow
 from workflows.campaign_workflow import CampaignWorkflow
 from workflows.item_workflow import ItemWorkflow
+from workflows.snapshot_workflow import SnapshotWorkflow
 
-WORKFLOWS: Sequence[type] = (CampaignWorkflow, ItemWorkflow, ArchiveWorkflow)
+WORKFLOWS: Sequence[type] = (CampaignWorkflow, ItemWorkflow, ArchiveWorkflow, SnapshotWorkflow)
 
 
 def build_activities(

@@ -414,3 +414,36 @@ async def test_a_dataset_accumulates_campaigns_version_by_version(pipeline: Pipe
     items = {r["item_id"]: r["campaign_id"] for r in read_records(ctx.store, "shapes", 2)}
     assert sorted(set(items.values())) == sorted([first, second])
     assert len(list(read_records(ctx.store, "shapes", 1))) == 2, "version 1 is unchanged"
+
+
+async def test_a_snapshot_publishes_what_is_final_so_far(pipeline: Pipeline) -> None:
+    p = pipeline
+    cid = await p.launch(images=4, annotators_per_image=1, agreement_threshold=1.0)
+    (person,) = await p.people([1.0])
+    r = await p.http.post(f"/campaigns/{cid}/snapshot", json={}, headers=operator())
+    assert r.status_code == 409, "nothing is final yet"
+
+    assert await annotate_until_empty(p.http, person, cid, p.truth, max_answers=2) == 2
+    for _ in range(100):
+        if await _count(p, Consensus, campaign_id=cid) == 2:
+            break
+        await asyncio.sleep(0.1)
+    first = await p.http.post(
+        f"/campaigns/{cid}/snapshot", json={"request_id": "mid-1"}, headers=operator()
+    )
+    assert first.status_code == 200, first.text
+    again = await p.http.post(
+        f"/campaigns/{cid}/snapshot", json={"request_id": "mid-1"}, headers=operator()
+    )
+    assert again.json()["version"] == first.json()["version"] == 1
+    assert first.json()["item_count"] == 2
+    async with p.sessions() as s:
+        campaign = await s.get(Campaign, cid)
+        assert campaign is not None and campaign.status == "running"
+
+    result, _ = await p.crowd_until_done(cid, [person])
+    assert result.version == 2 and result.counts.finished == 4
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    manifest = read_manifest(ctx.store, result.dataset, 2)
+    assert manifest["parent"] == 1 and manifest["item_count"] == 4
+    assert len(list(read_records(ctx.store, result.dataset, 1))) == 2
