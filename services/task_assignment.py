@@ -168,27 +168,48 @@ async def claim_next(
     )
     if item is None:
         return None
-    assignment = Assignment(
-        id=new_id("asg"),
-        campaign_id=campaign_id,
-        item_id=item.id,
-        annotator_id=annotator.id,
-        state="leased",
-        leased_at=now,
-        lease_expires_at=now + timedelta(seconds=campaign.lease_timeout_s),
-    )
-    session.add(assignment)
+    return await _lease(session, annotator, campaign, item, now)
+
+
+async def _lease(
+    session: AsyncSession,
+    annotator: Annotator,
+    campaign: Campaign,
+    item: Item,
+    now: datetime,
+    *,
+    renew: Assignment | None = None,
+) -> Task:
+    """Lease ``item`` to ``annotator`` (or renew their own run-out lease): take the slot, and
+    put it on the record."""
+    expires = now + timedelta(seconds=campaign.lease_timeout_s)
+    if renew is not None:
+        renew.state, renew.leased_at, renew.lease_expires_at = "leased", now, expires
+        renew.finished_at = None
+        assignment = renew
+    else:
+        assignment = Assignment(
+            id=new_id("asg"),
+            campaign_id=campaign.id,
+            item_id=item.id,
+            annotator_id=annotator.id,
+            state="leased",
+            leased_at=now,
+            lease_expires_at=expires,
+        )
+        session.add(assignment)
     item.slots_taken += 1
     await session.flush()
     await _audit(
         session,
         "assignment.leased",
         _person(annotator),
-        campaign_id,
+        campaign.id,
         item.id,
         {
             "assignment_id": assignment.id,
-            "lease_expires_at": assignment.lease_expires_at.isoformat(),
+            "lease_expires_at": expires.isoformat(),
+            "renewed": renew is not None,
         },
     )
     return Task(assignment=assignment, item=item, resumed=False)
@@ -243,37 +264,7 @@ async def claim_item(
     )
     if (live or 0) >= annotator.max_concurrent:
         raise Conflict(AT_CONCURRENCY_LIMIT)
-    expires = now + timedelta(seconds=campaign.lease_timeout_s)
-    if held is not None:  # their own lease ran out and nobody took the slot: renew it
-        held.state, held.leased_at, held.lease_expires_at = "leased", now, expires
-        held.finished_at = None
-        assignment = held
-    else:
-        assignment = Assignment(
-            id=new_id("asg"),
-            campaign_id=campaign_id,
-            item_id=item.id,
-            annotator_id=annotator.id,
-            state="leased",
-            leased_at=now,
-            lease_expires_at=expires,
-        )
-        session.add(assignment)
-    item.slots_taken += 1
-    await session.flush()
-    await _audit(
-        session,
-        "assignment.leased",
-        _person(annotator),
-        campaign_id,
-        item.id,
-        {
-            "assignment_id": assignment.id,
-            "lease_expires_at": expires.isoformat(),
-            "renewed": held is not None,
-        },
-    )
-    return Task(assignment=assignment, item=item, resumed=False)
+    return await _lease(session, annotator, campaign, item, now, renew=held)
 
 
 async def _owned_assignment(
