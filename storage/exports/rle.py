@@ -2,9 +2,8 @@
 
 A COCO RLE mask of ``size [h, w]`` is a list of run lengths over the pixels in column-major
 (Fortran) order, starting with a run of zeros. The compressed ``counts`` string is what
-pycocotools writes (``maskApi.c: rleToString``): each count, minus the count two places before it
-from the fourth on, in 5-bit groups with a continuation bit, offset by 48 into printable ASCII.
-The tests check every function here against pycocotools.
+pycocotools writes (``maskApi.c: rleToString``); its codec lives in ``quality.rle`` and is
+re-exported here. The tests check every function here against pycocotools.
 """
 
 from __future__ import annotations
@@ -13,6 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+# One codec for the compressed counts string, shared with the consensus math.
+from quality.rle import counts_from_string as decode_counts
+from quality.rle import counts_to_string as encode_counts
 
 __all__ = [
     "decode_counts",
@@ -24,50 +27,6 @@ __all__ = [
     "rle_to_mask",
     "uncompressed_counts",
 ]
-
-
-def encode_counts(counts: Sequence[int]) -> str:
-    """The compressed counts string of uncompressed ``counts`` (as pycocotools writes it)."""
-    out: list[str] = []
-    for i, count in enumerate(counts):
-        x = int(count)
-        if i > 2:
-            x -= int(counts[i - 2])
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift, as in C for the negative differences
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
-
-
-def decode_counts(s: str) -> list[int]:
-    """The uncompressed run lengths of a compressed counts string."""
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= len(s):
-                raise ValueError("truncated RLE counts string")
-            c = ord(s[p]) - 48
-            if c < 0 or c > 63:
-                raise ValueError(f"invalid character {s[p]!r} in RLE counts string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
 
 
 def uncompressed_counts(counts: Sequence[int] | str) -> list[int]:
