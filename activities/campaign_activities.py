@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities import audit_record
 from activities.item_activities import outcome_of
 from db.models import Campaign, Consensus, DatasetVersion, Item, Response, utcnow
 from quality import CampaignItem, geometry_alpha, krippendorff_alpha_nominal
@@ -32,7 +33,6 @@ from schemas.workflow_io import (
     item_id_for,
     item_workflow_id,
 )
-from services import audit
 from services.consensus import class_specs, response_objects, tag_labels
 from storage import (
     ObjectStore,
@@ -145,14 +145,10 @@ class CampaignActivities:
             if campaign is None or campaign.status == input.status:
                 return  # a retry after our own commit
             previous, campaign.status = campaign.status, input.status
-            info = activity.info()
-            await audit.append(
+            await audit_record.record(
                 session,
-                action="campaign.status_changed",
-                actor=audit.SYSTEM_ACTOR,
+                "campaign.status_changed",
                 campaign_id=campaign.id,
-                workflow_id=info.workflow_id,
-                run_id=info.workflow_run_id,
                 details={"from": previous, "to": input.status},
             )
 
@@ -193,14 +189,10 @@ class CampaignActivities:
                 select(DatasetVersion).where(DatasetVersion.publish_id == input.publish_id)
             )
             if known is None:
-                info = activity.info()
-                await audit.append(
+                await audit_record.record(
                     session,
-                    action="dataset.published",
-                    actor=audit.SYSTEM_ACTOR,
+                    "dataset.published",
                     campaign_id=campaign.id,
-                    workflow_id=info.workflow_id,
-                    run_id=info.workflow_run_id,
                     details={
                         "dataset": version.dataset,
                         "version": version.version,
@@ -225,14 +217,10 @@ class CampaignActivities:
             assert row is not None
             row.published_version, row.manifest_uri = version.version, version.manifest_uri
             if not input.snapshot and row.status != "completed":
-                info = activity.info()
-                await audit.append(
+                await audit_record.record(
                     session,
-                    action="campaign.status_changed",
-                    actor=audit.SYSTEM_ACTOR,
+                    "campaign.status_changed",
                     campaign_id=campaign.id,
-                    workflow_id=info.workflow_id,
-                    run_id=info.workflow_run_id,
                     details={"from": row.status, "to": "completed"},
                 )
                 row.status = "completed"

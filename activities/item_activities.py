@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 
+from activities import audit_record
 from db.models import Campaign, Consensus, Item, Response, Review, utcnow
 from schemas.ontology import Ontology
 from schemas.workflow_io import (
@@ -26,7 +27,6 @@ from schemas.workflow_io import (
     ResponseRef,
     campaign_workflow_id,
 )
-from services import audit
 from services.consensus import assess, decided_objects, tag_labels
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
@@ -237,16 +237,8 @@ class ItemActivities:
     async def _audit(
         self, session: AsyncSession, item: Item, action: str, details: dict[str, Any]
     ) -> None:
-        info = activity.info()
-        await audit.append(
-            session,
-            action=action,
-            actor=audit.SYSTEM_ACTOR,
-            campaign_id=item.campaign_id,
-            item_id=item.id,
-            workflow_id=info.workflow_id,
-            run_id=info.workflow_run_id,
-            details=details,
+        await audit_record.record(
+            session, action, campaign_id=item.campaign_id, item_id=item.id, details=details
         )
 
     async def _notify_campaign(self, campaign_id: str, ordinal: int, outcome: ItemOutcome) -> None:
