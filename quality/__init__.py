@@ -3,6 +3,13 @@
 The names re-exported here are the package's public API; the modules' other names may change.
 """
 
+from quality.adaptive import (
+    Decision,
+    one_coin_posterior,
+    redundancy_decision,
+    smoothed_accuracy,
+    vote_weight,
+)
 from quality.agreement_metrics import (
     cohen_kappa,
     fleiss_kappa,
@@ -28,6 +35,7 @@ __all__ = [
     "ClassificationAggregator",
     "ConsensusResult",
     "DawidSkene",
+    "Decision",
     "MajorityVote",
     "Vote",
     "cohen_kappa",
@@ -38,6 +46,10 @@ __all__ = [
     "krippendorff_alpha_nominal_matrix",
     "majority_vote",
     "make_aggregator",
+    "one_coin_posterior",
+    "redundancy_decision",
+    "smoothed_accuracy",
+    "vote_weight",
 ]
 
 # Object annotations (tags, boxes, polygons, polylines, keypoints, masks): per-type similarity,
