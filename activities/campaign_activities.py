@@ -34,6 +34,7 @@ from schemas.workflow_io import (
     item_workflow_id,
 )
 from services.consensus import class_specs, response_objects, tag_labels
+from services.reliability import reliability_of, uses_reliability
 from storage import (
     ObjectStore,
     PublishRequest,
@@ -48,6 +49,21 @@ T = TypeVar("T")
 # Starting workflows is one RPC each; a few dozen at once keeps the server busy without
 # flooding it.
 START_CONCURRENCY = 32
+DEFAULT_REFIT_EVERY = 50
+
+
+def refit_every(campaign: Campaign) -> int | None:
+    """Finished items between fits of the reliability model (None: the campaign has none)."""
+    if not uses_reliability(campaign):
+        return None
+    rules = reliability_of(campaign)
+    return rules.refit_every if rules else DEFAULT_REFIT_EVERY
+
+
+def first_wanted(campaign: Campaign) -> int | None:
+    """Adaptive redundancy: the minimum to collect first (None: fixed k)."""
+    redundancy = campaign.spec.get("redundancy")
+    return int(redundancy["min_annotators"]) if redundancy else None
 
 
 class CampaignActivities:
@@ -66,7 +82,9 @@ class CampaignActivities:
                 raise RuntimeError(f"campaign {campaign_id} is not in the database")
             if campaign.status == "created":
                 campaign.status = "running"
-            return CampaignPlan(total=campaign.item_count, window=campaign.window)
+            return CampaignPlan(
+                total=campaign.item_count, window=campaign.window, refit_every=refit_every(campaign)
+            )
 
     @activity.defn
     async def open_items(self, input: OpenItemsInput) -> OpenItemsResult:
@@ -81,6 +99,7 @@ class CampaignActivities:
                 raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
             reconcile = campaign.lease_timeout_s
             k, review_timeout = campaign.annotators_per_image, campaign.review_timeout_s
+            wanted = first_wanted(campaign)
 
         ordinals = range(input.first_ordinal, input.first_ordinal + input.count)
         semaphore = asyncio.Semaphore(START_CONCURRENCY)
@@ -96,6 +115,7 @@ class CampaignActivities:
                             item_id=item_id_for(input.campaign_id, ordinal),
                             ordinal=ordinal,
                             annotators_per_image=k,
+                            wanted=wanted,
                             reconcile_seconds=reconcile,
                             review_timeout_seconds=review_timeout,
                         ),
@@ -264,7 +284,8 @@ async def _campaign_records(
     by_item: dict[str, list[Response]] = defaultdict(list)
     for response in await session.scalars(
         select(Response)
-        .where(Response.campaign_id == campaign.id)
+        # Voided answers (their annotator was blocked) are neither provenance nor metrics.
+        .where(Response.campaign_id == campaign.id, Response.voided_at.is_(None))
         .order_by(Response.item_id, Response.submitted_at, Response.id)
     ):
         by_item[response.item_id].append(response)

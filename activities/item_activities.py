@@ -2,6 +2,11 @@
 
 Every write is idempotent (the item row is locked and its status checked first), because
 Temporal retries an activity that crashed after its commit but before reporting back.
+
+A campaign with a reliability model (gold items, rules or adaptive redundancy) weighs each
+answer by its annotator's estimated reliability, and never counts a voided answer. With
+adaptive redundancy the decision is ``quality.adaptive.redundancy_decision`` on the posterior
+confidence: stop, one more annotator, or expert review at the maximum.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from temporalio.client import Client
 
 from activities import audit_record
 from db.models import Campaign, Consensus, Item, Response, Review, utcnow
+from quality.adaptive import one_coin_posterior, redundancy_decision, smoothed_accuracy
+from schemas.campaign_spec import RedundancySpec
 from schemas.ontology import Ontology
 from schemas.workflow_io import (
     SIGNAL_ITEM_FINISHED,
@@ -27,7 +34,8 @@ from schemas.workflow_io import (
     ResponseRef,
     campaign_workflow_id,
 )
-from services.consensus import assess, decided_objects, tag_labels
+from services.consensus import Assessment, assess, decided_objects, tag_labels
+from services.reliability import Estimate, uses_reliability, weights_for
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
 # 0.6667 means "two of three", so compare with a little slack.
@@ -44,7 +52,7 @@ class ItemActivities:
         async with self._sessions() as session:
             rows = await session.execute(
                 select(Response.id, Response.annotator_id)
-                .where(Response.item_id == item_id)
+                .where(Response.item_id == item_id, Response.voided_at.is_(None))
                 .order_by(Response.submitted_at)
             )
             return [ResponseRef(response_id=r, annotator_id=a) for r, a in rows.all()]
@@ -56,7 +64,8 @@ class ItemActivities:
 
     @activity.defn
     async def resolve_item(self, input: ResolveItemInput) -> ResolveItemResult:
-        """Measure agreement; finalize the majority if it clears the threshold, else escalate."""
+        """Measure agreement; finalize the consensus if it clears the bar, else escalate (or,
+        adaptive, ask for one more annotator)."""
         async with self._sessions.begin() as session:
             item = await _locked_item(session, input.item_id)
             if item.status == "done":
@@ -67,7 +76,6 @@ class ItemActivities:
             else:
                 campaign = await session.get(Campaign, item.campaign_id)
                 assert campaign is not None
-                ontology = Ontology.model_validate(campaign.spec["ontology"])
                 responses = list(
                     (
                         await session.scalars(
@@ -77,50 +85,111 @@ class ItemActivities:
                         )
                     ).all()
                 )
-                result_of = assess(ontology, responses, _size(item))
-                threshold = ontology.threshold_for(
-                    sorted({o["label"] for o in result_of.objects}), campaign.agreement_threshold
-                )
-                item.agreement = result_of.agreement
-                await self._audit(
-                    session,
-                    item,
-                    "agreement.computed",
-                    {
-                        "agreement": result_of.agreement,
-                        "threshold": threshold,
-                        "tie": result_of.tie,
-                        "responses": [r.id for r in responses],
-                        "annotators": [r.annotator_id for r in responses],
-                    },
-                )
-                if result_of.agreement + THRESHOLD_SLACK >= threshold and not result_of.tie:
-                    await self._add_consensus(
-                        session,
-                        item,
-                        objects=result_of.objects,
-                        method="majority_vote" if ontology.is_classification else "consensus",
-                        confidence=result_of.confidence,
-                        agreement=result_of.agreement,
-                        responses=responses,
+                voided = [r.id for r in responses if r.voided_at is not None]
+                responses = [r for r in responses if r.voided_at is None]
+                if voided or len(responses) < item.slots_wanted:
+                    # An answer stopped counting (its annotator was blocked): collect again.
+                    return ResolveItemResult(
+                        outcome="more",
+                        agreement=item.agreement or 0.0,
+                        wanted=item.slots_wanted,
+                        voided=voided,
                     )
-                    result = ResolveItemResult(outcome="agreed", agreement=result_of.agreement)
-                else:
-                    item.status = "review"
-                    await self._audit(
-                        session,
-                        item,
-                        "item.escalated",
-                        {
-                            "agreement": result_of.agreement,
-                            "threshold": threshold,
-                            "tie": result_of.tie,
-                        },
-                    )
-                    return ResolveItemResult(outcome="review", agreement=result_of.agreement)
+                decided = await self._decide(session, campaign, item, responses)
+                if decided is not None:
+                    return decided
+                result = ResolveItemResult(outcome="agreed", agreement=item.agreement or 0.0)
             campaign_id, ordinal = item.campaign_id, item.ordinal
-        await self._notify_campaign(campaign_id, ordinal, "agreed")
+        await self._notify_campaign(campaign_id, ordinal, "agreed", input.attempt)
         return result
+
+    async def _decide(
+        self, session: AsyncSession, campaign: Campaign, item: Item, responses: list[Response]
+    ) -> ResolveItemResult | None:
+        """Finalize (returns None), escalate or ask for more, on the locked item."""
+        ontology = Ontology.model_validate(campaign.spec["ontology"])
+        redundancy = (
+            RedundancySpec.model_validate(campaign.spec["redundancy"])
+            if campaign.spec.get("redundancy")
+            else None
+        )
+        estimates: dict[str, Estimate] = {}
+        if uses_reliability(campaign):
+            estimates = await weights_for(session, campaign.id, [r.annotator_id for r in responses])
+        weights = {a: e.weight for a, e in estimates.items()} or None
+        result_of = assess(ontology, responses, _size(item), weights=weights)
+        if redundancy is None:
+            threshold = ontology.threshold_for(
+                sorted({o["label"] for o in result_of.objects}), campaign.agreement_threshold
+            )
+            confidence = result_of.agreement
+            passed = result_of.agreement + THRESHOLD_SLACK >= threshold and not result_of.tie
+            decision = "stop" if passed else "escalate"
+            method = "majority_vote" if ontology.is_classification else "consensus"
+        else:
+            threshold = redundancy.target_confidence
+            result_of, confidence = _adaptive_consensus(ontology, responses, estimates, result_of)
+            decision = redundancy_decision(
+                confidence,
+                len(responses),
+                redundancy.min_annotators,
+                redundancy.max_annotators,
+                redundancy.target_confidence,
+            )
+            method = "adaptive"
+        item.agreement = result_of.agreement
+        await self._audit(
+            session,
+            item,
+            "agreement.computed",
+            {
+                "agreement": result_of.agreement,
+                "threshold": threshold,
+                "tie": result_of.tie,
+                "responses": [r.id for r in responses],
+                "annotators": [r.annotator_id for r in responses],
+                **(
+                    {"confidence": confidence, "decision": decision, "weights": weights}
+                    if redundancy is not None or weights
+                    else {}
+                ),
+            },
+        )
+        if decision == "stop":
+            await self._add_consensus(
+                session,
+                item,
+                objects=result_of.objects,
+                method=method,
+                confidence=result_of.confidence,
+                agreement=result_of.agreement,
+                responses=responses,
+            )
+            return None
+        if decision == "more":
+            item.slots_wanted = len(responses) + 1
+            await self._audit(
+                session,
+                item,
+                "item.more_annotators",
+                {"confidence": confidence, "target": threshold, "wanted": item.slots_wanted},
+            )
+            return ResolveItemResult(
+                outcome="more", agreement=result_of.agreement, wanted=item.slots_wanted
+            )
+        item.status = "review"
+        await self._audit(
+            session,
+            item,
+            "item.escalated",
+            {
+                "agreement": result_of.agreement,
+                "threshold": threshold,
+                "tie": result_of.tie,
+                **({"confidence": confidence} if redundancy is not None else {}),
+            },
+        )
+        return ResolveItemResult(outcome="review", agreement=result_of.agreement)
 
     @activity.defn
     async def finalize_review(self, input: FinalizeReviewInput) -> FinalizeReviewResult:
@@ -134,7 +203,7 @@ class ItemActivities:
                     (
                         await session.scalars(
                             select(Response)
-                            .where(Response.item_id == item.id)
+                            .where(Response.item_id == item.id, Response.voided_at.is_(None))
                             .order_by(Response.submitted_at)
                         )
                     ).all()
@@ -184,7 +253,7 @@ class ItemActivities:
                     )
             result = FinalizeReviewResult(outcome=outcome, agreement=item.agreement or 0.0)
             campaign_id, ordinal = item.campaign_id, item.ordinal
-        await self._notify_campaign(campaign_id, ordinal, result.outcome)
+        await self._notify_campaign(campaign_id, ordinal, result.outcome, input.attempt)
         return result
 
     async def _add_consensus(
@@ -241,11 +310,13 @@ class ItemActivities:
             session, action, campaign_id=item.campaign_id, item_id=item.id, details=details
         )
 
-    async def _notify_campaign(self, campaign_id: str, ordinal: int, outcome: ItemOutcome) -> None:
+    async def _notify_campaign(
+        self, campaign_id: str, ordinal: int, outcome: ItemOutcome, attempt: int
+    ) -> None:
         # After the commit: the campaign ignores a repeat, and a crash before this line is
         # covered by the activity retry (and by the campaign's own reconciliation).
         await self._client.get_workflow_handle(campaign_workflow_id(campaign_id)).signal(
-            SIGNAL_ITEM_FINISHED, ItemFinished(ordinal=ordinal, outcome=outcome)
+            SIGNAL_ITEM_FINISHED, ItemFinished(ordinal=ordinal, outcome=outcome, attempt=attempt)
         )
 
 
@@ -265,10 +336,60 @@ def _size(item: Item) -> tuple[int, int] | None:
     return (item.width, item.height) if item.width and item.height else None
 
 
+def _adaptive_consensus(
+    ontology: Ontology,
+    responses: list[Response],
+    estimates: dict[str, Estimate],
+    weighted: Assessment,
+) -> tuple[Assessment, float]:
+    """The consensus and its posterior confidence, for adaptive redundancy.
+
+    Single-label classes: the one-coin posterior over the classes, each answer counted with its
+    annotator's estimated accuracy (the prior accuracy for someone not yet estimated); the
+    consensus is its most probable class. Everything else: the reliability-weighted agreement
+    of the answers (a single answer is never confident on its own)."""
+    if not (ontology.is_classification and not ontology.multi_label):
+        confidence = weighted.agreement if len(responses) > 1 else 0.0
+        return weighted, confidence
+    labels, accuracies, voters = [], [], []
+    for r in responses:
+        tags = sorted({o["label"] for o in r.body.get("objects", [])})
+        if len(tags) != 1:
+            continue
+        labels.append(tags[0])
+        voters.append(r.id)
+        estimate = estimates.get(r.annotator_id)
+        accuracies.append(estimate.accuracy if estimate else smoothed_accuracy(0.0, 0.0))
+    if not labels:
+        return weighted, 0.0
+    posterior = one_coin_posterior(labels, accuracies, ontology.class_names)
+    best = max(ontology.class_names, key=lambda c: (posterior[c], -ontology.class_names.index(c)))
+    confidence = posterior[best]
+    support = [rid for rid, label in zip(voters, labels, strict=True) if label == best]
+    objects = [
+        {
+            "type": "tag",
+            "label": best,
+            "attributes": {},
+            "confidence": confidence,
+            "support": support,
+        }
+    ]
+    adaptive = Assessment(
+        agreement=weighted.agreement,
+        objects=objects,
+        confidence=confidence,
+        tie=False,
+        details=weighted.details,
+    )
+    return adaptive, confidence
+
+
 def outcome_of(method: str) -> ItemOutcome:
     outcomes: dict[str, ItemOutcome] = {
         "majority_vote": "agreed",
         "consensus": "agreed",
+        "adaptive": "agreed",
         "review": "reviewed",
     }
     return outcomes.get(method, "review_timed_out")

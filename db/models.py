@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,10 +106,16 @@ class Item(Base):
     # the image's header on its first claim. Bounds checks and exports need it.
     width: Mapped[int | None]
     height: Mapped[int | None]
-    status: Mapped[str] = mapped_column(String(16))  # pending, open, review, done
-    # Slots held by live leases or submitted responses: kept in the same transaction as the
+    status: Mapped[str] = mapped_column(String(16))  # pending, open, review, done; gold
+    # Slots held by live leases or counted responses: kept in the same transaction as the
     # assignment changes, so the claim can test it on the locked item row.
     slots_taken: Mapped[int] = mapped_column(default=0)
+    # How many annotators the item asks for now: k for a fixed campaign; for an adaptive one it
+    # starts at the minimum and grows by one while the consensus is not confident enough.
+    slots_wanted: Mapped[int] = mapped_column(default=0, server_default="0")
+    # "image", or "gold": a honeypot with a known answer, mixed into queues, never published.
+    kind: Mapped[str] = mapped_column(String(8), default="image", server_default="image")
+    gold_answer: Mapped[dict[str, Any] | None]
     agreement: Mapped[float | None] = mapped_column(Float)
     opened_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -166,6 +173,46 @@ class Response(Base):
     body: Mapped[dict[str, Any]]
     late: Mapped[bool] = mapped_column(default=False)  # submitted after its lease expired
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # On a gold item: how well this answer matches the known one (0..1), scored at submission.
+    gold_score: Mapped[float | None] = mapped_column(Float)
+    # Set when the annotator was blocked: the answer is kept for the record, never counted.
+    voided_at: Mapped[datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AnnotatorQuality(Base):
+    """What a campaign has learned about one annotator (or one model that votes), and whether
+    they may still work on it. Updated by the reliability activity and by gold answers."""
+
+    __tablename__ = "annotator_quality"
+
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    # An annotator's ID, or "model:<name>" for imported predictions counted as a voter.
+    annotator_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active, blocked, retraining
+    gold_answers: Mapped[int] = mapped_column(default=0)
+    gold_score_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    answers: Mapped[int] = mapped_column(default=0)  # answers the model was fitted on
+    accuracy: Mapped[float | None] = mapped_column(Float)  # estimated, smoothed
+    weight: Mapped[float | None] = mapped_column(Float)  # the annotator's vote weight
+    reason: Mapped[str | None] = mapped_column(Text)  # why the status last changed
+    # False between a block decided at a gold answer (in the API's transaction) and the refit
+    # that revokes the leases and voids the answers.
+    settled: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Prelabel(Base):
+    """A model's prediction for one item, imported for a campaign."""
+
+    __tablename__ = "prelabels"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]]  # {"objects": [...]} in the response schema
+    uncertainty: Mapped[float | None] = mapped_column(Float)  # 0 sure .. 1 unsure
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Review(Base):

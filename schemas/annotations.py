@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.campaign_spec import FieldError
+from schemas.field_error import FieldError
 from schemas.ontology import AttributeDef, ClassDef, Ontology
 
 MAX_OBJECTS = 10_000

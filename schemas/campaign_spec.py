@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,11 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.annotations import AnnotationObject
+from schemas.field_error import FieldError
 from schemas.ontology import Ontology
+
+__all__ = ["CampaignSpec", "FieldError", "parse_spec", "spec_errors"]
 
 SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -40,13 +44,6 @@ def parse_duration(value: Any) -> Any:
         if match:
             return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     return value
-
-
-class FieldError(BaseModel):
-    """One problem with one field of a request, named by its dotted path."""
-
-    field: str
-    message: str
 
 
 class ImageSource(BaseModel):
@@ -79,8 +76,114 @@ class ImageSource(BaseModel):
         return v
 
 
+class RedundancySpec(BaseModel):
+    """Adaptive redundancy: ask for annotators one at a time until the consensus is confident.
+
+    An image gets ``min_annotators`` answers first; then, while the posterior confidence of its
+    reliability-weighted consensus is below ``target_confidence``, one more annotator, up to
+    ``max_annotators``; still unsure at the maximum, it goes to expert review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_annotators: int = Field(ge=1, le=MAX_ANNOTATORS_PER_IMAGE)
+    max_annotators: int = Field(ge=1, le=MAX_ANNOTATORS_PER_IMAGE)
+    target_confidence: float = Field(gt=0.5, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_annotators < self.min_annotators:
+            raise ValueError(
+                f"max_annotators ({self.max_annotators}) is below min_annotators "
+                f"({self.min_annotators})"
+            )
+        return self
+
+
+class GoldItemSpec(BaseModel):
+    """One honeypot: an image and its known answer (``objects``, or ``label`` for a tag)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=1)
+    label: str | None = Field(None, description="Shorthand for a single tag answer.")
+    objects: list[AnnotationObject] | None = Field(None, description="The known answer.")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> Self:
+        if (self.label is None) == (self.objects is None):
+            raise ValueError("give the known answer as exactly one of label or objects")
+        return self
+
+    def answer(self) -> dict[str, Any]:
+        """The known answer in the response schema."""
+        if self.label is not None:
+            return {"objects": [{"type": "tag", "label": self.label, "attributes": {}}]}
+        return {"objects": [o.model_dump(mode="json") for o in self.objects or []]}
+
+
+class GoldSpec(BaseModel):
+    """Items with known answers, mixed into every annotator's queue at ``rate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(gt=0.0, le=0.5, description="Share of an annotator's tasks that are gold.")
+    items: list[GoldItemSpec] | None = None
+    manifest: str | None = Field(
+        None, description="JSON Lines, one gold item per line: {uri, label | objects}."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.items is None) == (self.manifest is None):
+            raise ValueError("give the gold items as exactly one of items or manifest")
+        if self.items is not None and not self.items:
+            raise ValueError("items is empty; give at least one gold item")
+        return self
+
+
+class ReliabilitySpec(BaseModel):
+    """When to stop trusting an annotator (estimated from gold answers and agreement)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_accuracy: float = Field(gt=0.0, lt=1.0, description="Block below this estimated accuracy.")
+    min_evidence: int = Field(
+        5, ge=1, le=10_000, description="Scored answers needed before anyone is judged."
+    )
+    action: Literal["block", "retrain"] = "block"
+    reopen_answered: bool = Field(
+        False, description="Label again the finished images a blocked annotator answered."
+    )
+    refit_every: int = Field(
+        50, ge=1, le=100_000, description="Finished images between two fits of the model."
+    )
+
+
+class PrelabelSpec(BaseModel):
+    """Model predictions imported with the campaign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(min_length=1, description="COCO results/dataset JSON, or JSON Lines.")
+    format: Literal["coco", "jsonl"] | None = Field(
+        None, description="Default: by the file's extension (.jsonl / .json)."
+    )
+    model: str = Field("model", pattern=SLUG, description="The model's name, for provenance.")
+    mode: Literal["start", "voter"] = Field(
+        "start",
+        description="start: shown to annotators as an editable first draft; "
+        "voter: counted as one more voter with its own learned reliability.",
+    )
+    order: Literal["as_listed", "uncertainty"] = Field(
+        "as_listed", description="uncertainty: the images the model is least sure of go first."
+    )
+
+
 class CampaignSpec(BaseModel):
-    """What an operator launches. Durations accept seconds or "30s", "10m", "2h", "1d"."""
+    """What an operator launches. Durations accept seconds or "30s", "10m", "2h", "1d".
+
+    Redundancy is either fixed (``annotators_per_image`` with ``agreement_threshold``) or
+    adaptive (``redundancy``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,8 +193,16 @@ class CampaignSpec(BaseModel):
     )
     images: ImageSource
     ontology: Ontology
-    annotators_per_image: int = Field(ge=1, le=MAX_ANNOTATORS_PER_IMAGE)
-    agreement_threshold: float = Field(gt=0.0, le=1.0)
+    annotators_per_image: int | None = Field(
+        None, ge=1, le=MAX_ANNOTATORS_PER_IMAGE, description="Fixed k annotators per image."
+    )
+    agreement_threshold: float | None = Field(
+        None, gt=0.0, le=1.0, description="With fixed k: the agreement that finalizes an image."
+    )
+    redundancy: RedundancySpec | None = None
+    gold: GoldSpec | None = None
+    reliability: ReliabilitySpec | None = None
+    prelabels: PrelabelSpec | None = None
     lease_timeout: timedelta = Field(description="How long an annotator holds an image.")
     review_timeout: timedelta = Field(description="How long an item waits for an expert.")
     window: int = Field(256, ge=1, le=MAX_WINDOW, description="Item workflows in flight at once.")
@@ -109,9 +220,44 @@ class CampaignSpec(BaseModel):
             raise ValueError("must be at most 365 days")
         return v
 
+    @model_validator(mode="after")
+    def _one_redundancy(self) -> Self:
+        if self.redundancy is None:
+            if self.annotators_per_image is None:
+                raise ValueError(
+                    "annotators_per_image: give annotators_per_image (fixed k) or redundancy "
+                    "(adaptive)"
+                )
+            if self.agreement_threshold is None:
+                raise ValueError("agreement_threshold: this field is required with fixed k")
+        elif self.annotators_per_image is not None:
+            raise ValueError(
+                "annotators_per_image: give annotators_per_image (fixed k) or redundancy "
+                "(adaptive), not both"
+            )
+        return self
+
     @property
     def dataset_name(self) -> str:
         return self.dataset or self.name
+
+    @property
+    def min_annotators(self) -> int:
+        return self.redundancy.min_annotators if self.redundancy else self.annotators_per_image or 1
+
+    @property
+    def max_annotators(self) -> int:
+        return self.redundancy.max_annotators if self.redundancy else self.annotators_per_image or 1
+
+    @property
+    def threshold(self) -> float:
+        """What finalizes an image: the agreement threshold (fixed k) or target confidence."""
+        if self.redundancy is not None:
+            return self.redundancy.target_confidence
+        return self.agreement_threshold or 1.0
+
+
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
 
 
 def spec_errors(exc: ValidationError) -> list[FieldError]:
@@ -120,6 +266,9 @@ def spec_errors(exc: ValidationError) -> list[FieldError]:
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
         message = err["msg"].removeprefix("Value error, ")
+        named = _FIELD_PREFIX.match(message) if not loc else None
+        if named:  # a rule across fields that names the field to fix
+            loc, message = named.group(1).split("."), named.group(2)
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "missing":

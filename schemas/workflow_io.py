@@ -16,6 +16,9 @@ from pydantic import BaseModel, Field
 SIGNAL_RESPONSE_SUBMITTED = "response_submitted"
 SIGNAL_REVIEW_DECIDED = "review_decided"
 SIGNAL_ITEM_FINISHED = "item_finished"
+SIGNAL_RESPONSE_VOIDED = "response_voided"
+SIGNAL_QUALITY_EVIDENCE = "quality_evidence"
+SIGNAL_ITEMS_REOPENED = "items_reopened"
 
 ItemOutcome = Literal["agreed", "reviewed", "review_timed_out"]
 
@@ -52,6 +55,24 @@ class ItemFinished(BaseModel):
 
     ordinal: int
     outcome: ItemOutcome
+    attempt: int = 0  # how often the item was re-opened before this run: older runs are stale
+
+
+class ResponseVoided(BaseModel):
+    """A counted response no longer counts (its annotator was blocked)."""
+
+    response_id: str
+
+
+class QualityEvidence(BaseModel):
+    """A gold answer was scored: the campaign may want to refit its reliability model."""
+
+    annotator_id: str
+
+
+class ReopenedItem(BaseModel):
+    ordinal: int
+    previous: ItemOutcome
 
 
 # --- the item workflow --------------------------------------------------------------------------
@@ -66,7 +87,10 @@ class ItemInput(BaseModel):
     campaign_id: str
     item_id: str
     ordinal: int
+    # Fixed k; with adaptive redundancy, the maximum (the item starts at ``wanted``).
     annotators_per_image: int
+    wanted: int | None = None  # responses to collect before the first resolve (None: k)
+    attempt: int = 0  # 0 for the first run; n after the item was re-opened n times
     # How often a waiting item reconciles with the database, in case a signal was lost between
     # the API's commit and its signal (e.g. the API crashed in between).
     reconcile_seconds: float
@@ -88,17 +112,22 @@ class ResolveItemInput(BaseModel):
     item_id: str
     ordinal: int
     response_ids: list[str]
+    attempt: int = 0
 
 
 class ResolveItemResult(BaseModel):
-    outcome: Literal["agreed", "review"]
+    # more: not confident yet (adaptive) or an answer was voided: collect ``wanted`` answers
+    outcome: Literal["agreed", "review", "more"]
     agreement: float
+    wanted: int | None = None
+    voided: list[str] = Field(default_factory=list)
 
 
 class FinalizeReviewInput(BaseModel):
     item_id: str
     ordinal: int
     review_id: str | None  # None: the review timed out; the majority stands, flagged
+    attempt: int = 0
 
 
 class FinalizeReviewResult(BaseModel):
@@ -115,14 +144,14 @@ class CampaignCounts(BaseModel):
     reviewed: int = 0
     review_timed_out: int = 0
 
-    def add(self, outcome: ItemOutcome) -> None:
-        self.finished += 1
+    def add(self, outcome: ItemOutcome, n: int = 1) -> None:
+        self.finished += n
         if outcome == "agreed":
-            self.agreed += 1
+            self.agreed += n
         elif outcome == "reviewed":
-            self.reviewed += 1
+            self.reviewed += n
         else:
-            self.review_timed_out += 1
+            self.review_timed_out += n
 
 
 class CampaignState(BaseModel):
@@ -134,6 +163,12 @@ class CampaignState(BaseModel):
     in_flight: list[int] = Field(default_factory=list)
     counts: CampaignCounts = Field(default_factory=CampaignCounts)
     generation: int = 0  # how many times this campaign continued as new
+    # With a reliability model: re-open counts per ordinal, items waiting to restart, and the
+    # finished items since the model's last fit.
+    attempts: dict[int, int] = Field(default_factory=dict)
+    to_restart: list[int] = Field(default_factory=list)
+    finished_since_refit: int = 0
+    refit_every: int | None = None
 
 
 class CampaignInput(BaseModel):
@@ -144,6 +179,20 @@ class CampaignInput(BaseModel):
 class CampaignPlan(BaseModel):
     total: int
     window: int
+    # Finished items between two fits of the reliability model; None: the campaign has none.
+    refit_every: int | None = None
+
+
+class RefitResult(BaseModel):
+    annotators: int
+    judged: list[str]
+    reopened: list[ReopenedItem]
+
+
+class RestartItemsInput(BaseModel):
+    campaign_id: str
+    ordinals: list[int]
+    attempts: dict[int, int]
 
 
 class CampaignResult(BaseModel):

@@ -182,3 +182,29 @@ def decided_objects(body: Mapping[str, Any], support: list[str]) -> list[dict[st
         {**obj, "confidence": 1.0, "support": support}
         for obj in ResponseBody.model_validate(body).model_dump(mode="json")["objects"]
     ]
+
+
+def score_against(
+    ontology: Ontology,
+    answer: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    image_size: tuple[int, int] | None,
+) -> float:
+    """How well one answer matches a reference answer (a gold item's, or a consensus), 0..1.
+
+    A single-label tag scores 1 when it names the reference's class, else 0. Every other
+    ontology uses the pairwise agreement of the annotation types (matched objects' similarity,
+    unmatched objects count against it), the same measure that decides agreement."""
+    body = ResponseBody.model_validate({"objects": list(answer.get("objects", []))})
+    ref = ResponseBody.model_validate(
+        {"objects": [strip_provenance(o) for o in reference.get("objects", [])]}
+    )
+    if ontology.is_classification and not ontology.multi_label:
+        return 1.0 if body.labels() == ref.labels() else 0.0
+    if not body.objects and not ref.objects:
+        return 1.0
+    pair = [
+        Response(id="answer", annotator_id="answer", body=body.model_dump(mode="json")),
+        Response(id="reference", annotator_id="reference", body=ref.model_dump(mode="json")),
+    ]
+    return float(assess(ontology, pair, image_size).agreement)

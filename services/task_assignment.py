@@ -15,6 +15,11 @@ Rules, in one place:
 - A late answer (its lease ran out) is still counted when its slot is free, because throwing
   away finished work helps nobody. If someone else took the slot, it is refused with 409.
 - A repeated submission (same idempotency key) is acknowledged with the first response, once.
+- An item asks for ``slots_wanted`` annotators: k with fixed redundancy; with adaptive
+  redundancy it starts at the minimum and the item's workflow raises it one at a time.
+- Gold items are mixed in at the campaign's rate (``services.gold``); an answer to one is scored
+  against the known answer in the same transaction, and never goes to a workflow.
+- An annotator whom the campaign blocked or sent to retraining gets no more work in it (403).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Annotator, Assignment, Campaign, Item, Response, utcnow
+from db.models import Annotator, AnnotatorQuality, Assignment, Campaign, Item, Response, utcnow
 from schemas.annotations import ResponseBody, validate_response
 from schemas.ontology import Ontology
 from schemas.workflow_io import item_workflow_id
 from services import audit
+from services.consensus import score_against
 from services.errors import (
     ALREADY_ANSWERED,
     ASSIGNMENT_NOT_IN_CAMPAIGN,
@@ -44,10 +50,16 @@ from services.errors import (
     InvalidInput,
     NotFound,
 )
+from services.gold import GOLD, gold_is_due
 from services.people import new_id
+from services.reliability import ACTIVE, decide, gold_verdict, reliability_of
 
 MISSING_SKILLS = "this campaign needs skills you do not have"
 AT_CONCURRENCY_LIMIT = "you hold as many open tasks as you may; finish or skip one first"
+BLOCKED_IN_CAMPAIGN = "this campaign no longer gives you work; contact its operators"
+RETRAINING_REQUIRED = (
+    "this campaign needs you to retrain before you continue; contact its operators"
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class Submission:
     duplicate: bool
     late: bool
     ordinal: int
+    gold: bool = False  # an answer to a gold item: it goes to the reliability model, not a workflow
 
 
 async def _campaign(session: AsyncSession, campaign_id: str) -> Campaign:
@@ -117,9 +130,14 @@ async def _audit(
         actor=actor,
         campaign_id=campaign_id,
         item_id=item_id,
-        workflow_id=item_workflow_id(campaign_id, int(item_id.rsplit("-", 1)[1])),
+        workflow_id=workflow_id_of(campaign_id, item_id),
         details=details,
     )
+
+
+def workflow_id_of(campaign_id: str, item_id: str) -> str:
+    """The item's workflow (a gold item has none, and its ordinal is past the images')."""
+    return item_workflow_id(campaign_id, int(item_id.rsplit("-", 1)[1]))
 
 
 def _person(annotator: Annotator) -> tuple[audit.ActorType, str]:
@@ -133,6 +151,7 @@ async def claim_next(
     now = now or utcnow()
     campaign = await _campaign(session, campaign_id)
     _check_can_work(campaign, annotator)
+    await _check_in_good_standing(session, campaign, annotator)
     await expire_leases(session, campaign_id, now)
 
     live = (
@@ -154,12 +173,28 @@ async def claim_next(
     held_before = exists().where(
         Assignment.item_id == Item.id, Assignment.annotator_id == annotator.id
     )
+    gold_rate = (campaign.spec.get("gold") or {}).get("rate")
+    if gold_rate:
+        tasks_before = await session.scalar(
+            select(func.count())
+            .select_from(Assignment)
+            .where(Assignment.annotator_id == annotator.id, Assignment.campaign_id == campaign_id)
+        )
+        if gold_is_due(float(gold_rate), int(tasks_before or 0)):
+            gold = await session.scalar(
+                select(Item)
+                .where(Item.campaign_id == campaign_id, Item.status == GOLD, ~held_before)
+                .order_by(Item.ordinal)
+                .limit(1)
+            )
+            if gold is not None:
+                return await _lease(session, annotator, campaign, gold, now)
     item = await session.scalar(
         select(Item)
         .where(
             Item.campaign_id == campaign_id,
             Item.status == "open",
-            Item.slots_taken < campaign.annotators_per_image,
+            Item.slots_taken < Item.slots_wanted,
             ~held_before,
         )
         .order_by(Item.ordinal)
@@ -223,6 +258,28 @@ def _check_can_work(campaign: Campaign, annotator: Annotator) -> None:
         raise Forbidden(f"{MISSING_SKILLS}: {', '.join(missing)}")
 
 
+def judges_annotators(campaign: Campaign) -> bool:
+    """Whether this campaign keeps a reliability record that can block people."""
+    return bool(campaign.spec.get("gold") or campaign.spec.get("reliability"))
+
+
+async def _check_in_good_standing(
+    session: AsyncSession, campaign: Campaign, annotator: Annotator
+) -> None:
+    if not judges_annotators(campaign):
+        return
+    status = await session.scalar(
+        select(AnnotatorQuality.status).where(
+            AnnotatorQuality.campaign_id == campaign.id,
+            AnnotatorQuality.annotator_id == annotator.id,
+        )
+    )
+    if status == "blocked":
+        raise Forbidden(BLOCKED_IN_CAMPAIGN)
+    if status == "retraining":
+        raise Forbidden(RETRAINING_REQUIRED)
+
+
 async def claim_item(
     session: AsyncSession,
     annotator: Annotator,
@@ -239,6 +296,7 @@ async def claim_item(
     now = now or utcnow()
     campaign = await _campaign(session, campaign_id)
     _check_can_work(campaign, annotator)
+    await _check_in_good_standing(session, campaign, annotator)
     await expire_leases(session, campaign_id, now)
     item = await session.scalar(
         select(Item).where(Item.id == item_id, Item.campaign_id == campaign_id).with_for_update()
@@ -254,7 +312,7 @@ async def claim_item(
         return Task(assignment=held, item=item, resumed=True)
     if held is not None and held.state != "expired":
         return None  # answered or skipped: never twice
-    if item.status != "open" or item.slots_taken >= campaign.annotators_per_image:
+    if item.status != "open" or item.slots_taken >= item.slots_wanted:
         return None
     live = await session.scalar(
         select(func.count())
@@ -306,7 +364,11 @@ async def submit_response(
         if previous.assignment_id != assignment.id:
             raise Conflict("this idempotency key was already used for another assignment")
         return Submission(
-            response=previous, duplicate=True, late=previous.late, ordinal=item.ordinal
+            response=previous,
+            duplicate=True,
+            late=previous.late,
+            ordinal=item.ordinal,
+            gold=item.kind == GOLD,
         )
 
     campaign = await _campaign(session, assignment.campaign_id)
@@ -323,10 +385,13 @@ async def submit_response(
         raise Conflict(ALREADY_ANSWERED)
     if assignment.state == "skipped":
         raise Conflict(ASSIGNMENT_SKIPPED)
+    if assignment.state == "revoked":
+        raise Forbidden(BLOCKED_IN_CAMPAIGN)
+    gold = item.kind == GOLD
     late = assignment.state == "expired" or assignment.lease_expires_at < now
-    if assignment.state == "expired":
+    if assignment.state == "expired" and not gold:
         # Its slot went back to the pool; take it again only if nobody else has.
-        if item.status != "open" or item.slots_taken >= campaign.annotators_per_image:
+        if item.status != "open" or item.slots_taken >= item.slots_wanted:
             raise Conflict(LEASE_EXPIRED_REASSIGNED)
         item.slots_taken += 1
 
@@ -341,6 +406,10 @@ async def submit_response(
         late=late,
         submitted_at=now,
     )
+    if gold:
+        assert item.gold_answer is not None
+        response.gold_score = score_against(ontology, response.body, item.gold_answer, size)
+        await _add_gold_evidence(session, campaign, annotator.id, response.gold_score)
     session.add(response)
     assignment.state = "submitted"
     assignment.finished_at = now
@@ -357,9 +426,36 @@ async def submit_response(
             "late": late,
             "objects": len(body.objects),
             "idempotency_key": idempotency_key,
+            **({"gold_score": response.gold_score} if gold else {}),
         },
     )
-    return Submission(response=response, duplicate=False, late=late, ordinal=item.ordinal)
+    return Submission(
+        response=response, duplicate=False, late=late, ordinal=item.ordinal, gold=gold
+    )
+
+
+async def _add_gold_evidence(
+    session: AsyncSession, campaign: Campaign, annotator_id: str, score: float
+) -> None:
+    """Count one scored gold answer on the annotator's record (created on their first)."""
+    quality = await session.get(AnnotatorQuality, (campaign.id, annotator_id), with_for_update=True)
+    if quality is None:
+        quality = AnnotatorQuality(
+            campaign_id=campaign.id,
+            annotator_id=annotator_id,
+            status="active",
+            gold_answers=0,
+            gold_score_sum=0.0,
+            answers=0,
+        )
+        session.add(quality)
+    quality.gold_answers += 1
+    quality.gold_score_sum += score
+    rules = reliability_of(campaign)
+    if rules is not None and quality.status == ACTIVE:
+        reason = gold_verdict(quality, rules)
+        if reason is not None:  # refused from the next claim on; the refit settles the rest
+            await decide(session, campaign, quality, rules, reason)
 
 
 async def skip_assignment(

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from activities.archive_activities import ArchiveActivities
 from activities.campaign_activities import CampaignActivities
 from activities.item_activities import ItemActivities
+from activities.reliability_activities import ReliabilityActivities
 from storage import ObjectStore
 from workflows.archive_workflow import ArchiveWorkflow
 from workflows.campaign_workflow import CampaignWorkflow
@@ -26,6 +27,7 @@ def build_activities(
     items = ItemActivities(sessions, client)
     campaigns = CampaignActivities(sessions, client, store)
     archive = ArchiveActivities(sessions, client, store)
+    reliability = ReliabilityActivities(sessions, client)
     return [
         archive.archive_round,
         items.list_responses,
@@ -37,4 +39,6 @@ def build_activities(
         campaigns.reconcile_in_flight,
         campaigns.set_status,
         campaigns.publish,
+        reliability.refit_reliability,
+        reliability.restart_items,
     ]

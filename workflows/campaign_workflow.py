@@ -9,11 +9,17 @@ leaves ``in_flight``, so a repeated signal is never counted twice.
 
 History stays bounded: when the server suggests it, the campaign continues as new with its whole
 state in one ``CampaignState`` (at most ``window`` ordinals), after its handlers have finished.
+
+A campaign with a reliability model (gold items, rules, adaptive redundancy) refits it every
+``refit_every`` finished items and soon after a scored gold answer (``quality_evidence``
+signal, at most once per ``MIN_REFIT_GAP``). When the rules block someone and re-open items
+they answered, those ordinals go back in flight with a higher ``attempt`` (a finish signal
+from an older run is then ignored) and are restarted by an activity.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from temporalio import workflow
@@ -21,8 +27,10 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaign_activities import CampaignActivities
+    from activities.reliability_activities import ReliabilityActivities
     from schemas.workflow_io import (
         SIGNAL_ITEM_FINISHED,
+        SIGNAL_QUALITY_EVIDENCE,
         CampaignInput,
         CampaignProgress,
         CampaignResult,
@@ -31,7 +39,9 @@ with workflow.unsafe.imports_passed_through():
         ItemFinished,
         OpenItemsInput,
         PublishInput,
+        QualityEvidence,
         ReconcileInput,
+        RestartItemsInput,
     )
 
 RETRY = RetryPolicy(
@@ -43,6 +53,7 @@ RETRY = RetryPolicy(
 # for a completion signal that never arrived.
 RECONCILE_EVERY = timedelta(minutes=10)
 MAX_BATCH = 200
+MIN_REFIT_GAP = timedelta(seconds=1)
 
 
 @workflow.defn
@@ -53,16 +64,35 @@ class CampaignWorkflow:
         self._state: CampaignState | None = input.state
         self._in_flight: set[int] = set(input.state.in_flight) if input.state else set()
         self._phase: Literal["labeling", "publishing", "done"] = "labeling"
+        self._refit_every: int | None = None
+        self._evidence = False  # a gold answer was scored since the last fit
+        self._last_refit: datetime | None = None
 
     @workflow.signal(name=SIGNAL_ITEM_FINISHED)
     def item_finished(self, message: ItemFinished) -> None:
-        self._finish(message.ordinal, message.outcome)
+        self._finish(message.ordinal, message.outcome, message.attempt)
 
-    def _finish(self, ordinal: int, outcome: str) -> None:
+    @workflow.signal(name=SIGNAL_QUALITY_EVIDENCE)
+    def quality_evidence(self, message: QualityEvidence) -> None:
+        self._evidence = True
+
+    def _finish(self, ordinal: int, outcome: str, attempt: int = 0) -> None:
         if self._state is None or ordinal not in self._in_flight:
             return
+        if attempt < self._state.attempts.get(ordinal, 0):
+            return  # a run from before the item was re-opened
         self._in_flight.discard(ordinal)
         self._state.counts.add(outcome)  # type: ignore[arg-type]
+        self._state.finished_since_refit += 1
+
+    def _refit_due(self) -> bool:
+        if self._refit_every is None or self._state is None:
+            return False
+        if self._state.finished_since_refit >= self._refit_every:
+            return True
+        return self._evidence and (
+            self._last_refit is None or workflow.now() - self._last_refit >= MIN_REFIT_GAP
+        )
 
     @workflow.query
     def progress(self) -> CampaignProgress | None:
@@ -89,6 +119,32 @@ class CampaignWorkflow:
             return min(free, remaining, MAX_BATCH)
         return 0
 
+    def _wait_timeout(self) -> timedelta:
+        """Wake for the reconciliation, or when a pending gold answer's refit gap has passed."""
+        if self._evidence and self._last_refit is not None and self._refit_every is not None:
+            gap = MIN_REFIT_GAP - (workflow.now() - self._last_refit)
+            return max(min(gap, RECONCILE_EVERY), timedelta(milliseconds=100))
+        return RECONCILE_EVERY
+
+    async def _refit(self, campaign_id: str, state: CampaignState) -> None:
+        self._evidence = False
+        state.finished_since_refit = 0
+        self._last_refit = workflow.now()
+        result = await workflow.execute_activity_method(
+            ReliabilityActivities.refit_reliability,
+            campaign_id,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=RETRY,
+        )
+        for reopened in result.reopened:
+            if reopened.ordinal >= state.next_ordinal:
+                continue  # never started: nothing to undo
+            if reopened.ordinal not in self._in_flight:
+                state.counts.add(reopened.previous, -1)  # counted as finished: not any more
+            state.attempts[reopened.ordinal] = state.attempts.get(reopened.ordinal, 0) + 1
+            self._in_flight.add(reopened.ordinal)
+            state.to_restart.append(reopened.ordinal)
+
     @workflow.run
     async def run(self, input: CampaignInput) -> CampaignResult:
         if self._state is None:
@@ -99,9 +155,30 @@ class CampaignWorkflow:
                 retry_policy=RETRY,
             )
             self._state = CampaignState(total=plan.total, window=plan.window)
+            self._refit_every = plan.refit_every
+        else:
+            self._refit_every = self._state.refit_every
         state = self._state
+        state.refit_every = self._refit_every
 
         while state.next_ordinal < state.total or self._in_flight:
+            if self._refit_due():
+                await self._refit(input.campaign_id, state)
+                continue
+            if state.to_restart:
+                restart, state.to_restart = sorted(state.to_restart), []
+                await workflow.execute_activity_method(
+                    ReliabilityActivities.restart_items,
+                    RestartItemsInput(
+                        campaign_id=input.campaign_id,
+                        ordinals=restart,
+                        attempts={o: state.attempts[o] for o in restart},
+                    ),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=RETRY,
+                )
+                continue
             batch = self._refill_batch(state)
             if batch:
                 first = state.next_ordinal
@@ -128,10 +205,13 @@ class CampaignWorkflow:
                         self._refill_batch(state) > 0
                         or not self._in_flight
                         or workflow.info().is_continue_as_new_suggested()
+                        or self._refit_due()
                     ),
-                    timeout=RECONCILE_EVERY,
+                    timeout=self._wait_timeout(),
                 )
             except TimeoutError:
+                if self._refit_due():
+                    continue
                 done = await workflow.execute_activity_method(
                     CampaignActivities.reconcile_in_flight,
                     ReconcileInput(campaign_id=input.campaign_id, ordinals=sorted(self._in_flight)),

@@ -6,6 +6,12 @@ signals sent by the API after its database commit (a signal is stored even while
 down). Each carries the ID of its database row, which is the idempotency key: a repeat is
 ignored. Waits time out periodically to reconcile with the database, which catches a signal lost
 between the API's commit and its send.
+
+With adaptive redundancy the item collects ``wanted`` answers (the campaign's minimum), and the
+resolve activity may answer "more": the consensus is not confident enough, so the item asks for
+one more annotator (up to the maximum, where it escalates instead). "more" also comes back when
+an answer was voided because its annotator was blocked; a ``response_voided`` signal usually
+says so first.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.item_activities import ItemActivities
     from schemas.workflow_io import (
         SIGNAL_RESPONSE_SUBMITTED,
+        SIGNAL_RESPONSE_VOIDED,
         SIGNAL_REVIEW_DECIDED,
         FinalizeReviewInput,
         ItemInput,
@@ -26,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveItemInput,
         ResponseRef,
         ResponseSubmitted,
+        ResponseVoided,
         ReviewDecided,
     )
 
@@ -45,10 +53,20 @@ class ItemWorkflow:
         # response_id -> annotator_id; at most one response per annotator counts.
         self._responses: dict[str, str] = {r.response_id: r.annotator_id for r in input.responses}
         self._review_id: str | None = input.review_id
+        self._wanted = input.wanted or input.annotators_per_image
+        self._voided: set[str] = set()
 
     @workflow.signal(name=SIGNAL_RESPONSE_SUBMITTED)
     def response_submitted(self, message: ResponseSubmitted) -> None:
         self._add_response(message.response_id, message.annotator_id)
+
+    @workflow.signal(name=SIGNAL_RESPONSE_VOIDED)
+    def response_voided(self, message: ResponseVoided) -> None:
+        self._void(message.response_id)
+
+    def _void(self, response_id: str) -> None:
+        self._voided.add(response_id)
+        self._responses.pop(response_id, None)
 
     @workflow.signal(name=SIGNAL_REVIEW_DECIDED)
     def review_decided(self, message: ReviewDecided) -> None:
@@ -60,13 +78,17 @@ class ItemWorkflow:
         return len(self._responses)
 
     def _add_response(self, response_id: str, annotator_id: str) -> None:
-        if response_id in self._responses or annotator_id in self._responses.values():
+        if (
+            response_id in self._responses
+            or response_id in self._voided
+            or annotator_id in self._responses.values()
+        ):
             return
-        if len(self._responses) < self._input.annotators_per_image:
+        if len(self._responses) < self._wanted:
             self._responses[response_id] = annotator_id
 
     def _enough_responses(self) -> bool:
-        return len(self._responses) >= self._input.annotators_per_image
+        return len(self._responses) >= self._wanted
 
     def _continue_if_history_is_long(self, review_deadline: datetime | None) -> None:
         """A long wait (annotators are slow, experts are busy) keeps reconciling; keep the
@@ -81,6 +103,7 @@ class ItemWorkflow:
                         ],
                         "review_deadline": review_deadline,
                         "review_id": self._review_id,
+                        "wanted": self._wanted,
                     }
                 )
             )
@@ -92,17 +115,24 @@ class ItemWorkflow:
     @workflow.run
     async def run(self, input: ItemInput) -> ItemResult:
         if input.review_deadline is None:
-            await self._collect_responses()
-            resolved = await workflow.execute_activity_method(
-                ItemActivities.resolve_item,
-                ResolveItemInput(
-                    item_id=input.item_id,
-                    ordinal=input.ordinal,
-                    response_ids=sorted(self._responses),
-                ),
-                start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
-            )
+            while True:
+                await self._collect_responses()
+                resolved = await workflow.execute_activity_method(
+                    ItemActivities.resolve_item,
+                    ResolveItemInput(
+                        item_id=input.item_id,
+                        ordinal=input.ordinal,
+                        response_ids=sorted(self._responses),
+                        attempt=input.attempt,
+                    ),
+                    start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                )
+                if resolved.outcome != "more":
+                    break
+                for response_id in resolved.voided:
+                    self._void(response_id)
+                self._wanted = resolved.wanted or self._wanted
             if resolved.outcome == "agreed":
                 return ItemResult(
                     item_id=input.item_id,
@@ -118,7 +148,10 @@ class ItemWorkflow:
         final = await workflow.execute_activity_method(
             ItemActivities.finalize_review,
             FinalizeReviewInput(
-                item_id=input.item_id, ordinal=input.ordinal, review_id=self._review_id
+                item_id=input.item_id,
+                ordinal=input.ordinal,
+                review_id=self._review_id,
+                attempt=input.attempt,
             ),
             start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,

@@ -1,0 +1,116 @@
+"""Gold (honeypot) items: loading them with a campaign, mixing them into queues, scoring answers.
+
+Gold items are ordinary ``items`` rows with ``kind = "gold"`` and a known answer. They have no
+workflow and never get a consensus, so nothing publishes them. Their ordinals follow the
+campaign's images (``item_count + i``): the campaign workflow only ever opens ordinals below
+``item_count``.
+
+Mixing: every annotator's n-th task is gold when ``floor(n * rate)`` moves up a step, so a rate
+of 0.2 makes every fifth task gold, spread evenly instead of in a burst. The annotator sees the
+same kind of task either way.
+
+Scoring uses the agreement measure of each annotation type (``services.consensus.score``):
+exact match for a single-label tag, object-level agreement (IoU, OKS, ...) for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.annotations import ResponseBody, validate_response
+from schemas.campaign_spec import CampaignSpec, FieldError, GoldItemSpec, spec_errors
+from services.errors import InvalidInput
+from services.image_sources import image_size
+
+GOLD = "gold"
+
+
+@dataclass(frozen=True)
+class GoldRow:
+    uri: str
+    width: int | None
+    height: int | None
+    answer: dict[str, Any]
+
+
+def _refuse(errors: list[FieldError]) -> InvalidInput:
+    return InvalidInput(
+        "the gold items have errors: " + "; ".join(f"{e.field}: {e.message}" for e in errors),
+        errors=errors,
+    )
+
+
+def _read_manifest(path: Path) -> list[GoldItemSpec]:
+    if not path.is_file():
+        raise _refuse([FieldError(field="gold.manifest", message=f"{path} is not a file")])
+    items: list[GoldItemSpec] = []
+    errors: list[FieldError] = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            items.append(GoldItemSpec.model_validate(json.loads(line)))
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                errors += [
+                    FieldError(field=f"gold.manifest line {n}: {e.field}", message=e.message)
+                    for e in spec_errors(exc)
+                ]
+            else:
+                errors.append(
+                    FieldError(field=f"gold.manifest line {n}", message="not a JSON object")
+                )
+    if errors:
+        raise _refuse(errors)
+    if not items:
+        raise _refuse([FieldError(field="gold.manifest", message="lists no gold items")])
+    return items
+
+
+def load_gold(spec: CampaignSpec, base_dir: Path | None) -> list[GoldRow]:
+    """The campaign's gold items, each answer checked against the ontology; [] without gold."""
+    if spec.gold is None:
+        return []
+    if spec.gold.items is not None:
+        items, where = spec.gold.items, "gold.items"
+    else:
+        assert spec.gold.manifest is not None
+        path = Path(spec.gold.manifest)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        items, where = _read_manifest(path), "gold.manifest item"
+    rows: list[GoldRow] = []
+    errors: list[FieldError] = []
+    for i, item in enumerate(items):
+        size = _local_size(item.uri)
+        if item.uri.startswith("file://") and size is None:
+            errors.append(FieldError(field=f"{where}.{i}.uri", message="not a readable image"))
+            continue
+        body = ResponseBody.model_validate(item.answer())
+        for e in validate_response(spec.ontology, body, size):
+            errors.append(FieldError(field=f"{where}.{i}.{e.field}", message=e.message))
+        width, height = size or (None, None)
+        rows.append(GoldRow(uri=item.uri, width=width, height=height, answer=item.answer()))
+    if errors:
+        raise _refuse(errors)
+    return rows
+
+
+def _local_size(uri: str) -> tuple[int, int] | None:
+    if not uri.startswith("file://"):
+        return None
+    return image_size(Path(uri.removeprefix("file://")))
+
+
+def gold_is_due(rate: float, tasks_before: int) -> bool:
+    """Whether an annotator's next task (they had ``tasks_before``) should be gold.
+
+    True when ``floor((n + 1) * rate)`` steps above ``floor(n * rate)``: exactly
+    ``floor(N * rate)`` of the first N tasks are gold, evenly spread."""
+    return math.floor((tasks_before + 1) * rate + 1e-9) > math.floor(tasks_before * rate + 1e-9)

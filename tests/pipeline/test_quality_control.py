@@ -1,0 +1,291 @@
+"""Quality control end to end: gold items catch a spammer, adaptive redundancy spends answers
+where they are needed. Real Temporal, SQLite and PostgreSQL, MinIO, the API over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from db.audit_models import AuditEntry
+from db.models import AnnotatorQuality, Consensus, DatasetVersion, Item, Response
+from services.task_assignment import BLOCKED_IN_CAMPAIGN
+from simulation.crowd import SimulatedAnnotator, annotate_until_empty, submit
+from simulation.images import generate_images
+from storage import read_records
+from tests.pipeline.conftest import Pipeline, bearer, operator
+
+# A spammer is blocked at the gold answer that brings their gold evidence to MIN_EVIDENCE with
+# a smoothed gold accuracy below MIN_ACCURACY. At GOLD_RATE every second task is gold, so a
+# spammer who misses every gold item answers exactly MIN_EVIDENCE / GOLD_RATE = 6 tasks.
+GOLD_RATE = 0.5
+MIN_EVIDENCE = 3
+MIN_ACCURACY = 0.6
+SPAMMER_TASK_BOUND = int(MIN_EVIDENCE / GOLD_RATE)
+
+
+async def _gold_spec(p: Pipeline) -> tuple[list[dict[str, str]], list[str]]:
+    """Gold items whose truth is never "circle" (what our spammer always answers)."""
+    images = generate_images(p.tmp / "gold", 6, seed=99)
+    gold = [
+        {"uri": (p.tmp / "gold" / image.path.name).resolve().as_uri(), "label": image.label}
+        for image in images
+        if image.label != "circle"
+    ]
+    return gold, [g["label"] for g in gold]
+
+
+async def _wait_status(p: Pipeline, item_id: str, status: str, within: float = 30) -> None:
+    for _ in range(int(within / 0.05)):
+        async with p.sessions() as s:
+            item = await s.get(Item, item_id)
+        if item is not None and item.status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{item_id} did not become {status}")
+
+
+async def _entries(p: Pipeline, cid: str, action: str) -> list[AuditEntry]:
+    async with p.sessions() as s:
+        return list(
+            (
+                await s.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.chain == cid, AuditEntry.action == action)
+                    .order_by(AuditEntry.seq)
+                )
+            ).all()
+        )
+
+
+async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    gold, gold_truth = await _gold_spec(p)
+    cid = await p.launch(
+        images=9,
+        annotators_per_image=3,
+        agreement_threshold=0.6,
+        gold={"rate": GOLD_RATE, "items": gold},
+        reliability={
+            "min_accuracy": MIN_ACCURACY,
+            "min_evidence": MIN_EVIDENCE,
+            "reopen_answered": True,
+        },
+    )
+    for i, label in enumerate(gold_truth):
+        p.truth[f"{cid}-{9 + i}"] = label
+    first, second, third = await p.people([1.0, 1.0, 1.0])
+    (spammer,) = await p.people([0.0], role="annotator")
+
+    # Two good annotators answer the first images (and, every other task, a gold item).
+    for good in (first, second):
+        assert await annotate_until_empty(p.http, good, cid, p.truth, max_answers=8) == 8
+
+    # The spammer always answers "circle": right on circles, so some of their answers finish
+    # images alongside the good ones before anyone knows better.
+    answered, spam_items, gold_seen = 0, [], 0
+    while True:
+        r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(spammer.token))
+        if r.status_code == 403:
+            assert r.json()["message"] == BLOCKED_IN_CAMPAIGN
+            break
+        assert r.status_code == 200, r.text
+        task = r.json()["task"]
+        assert task is not None
+        assert set(task) == {  # a gold task looks like any other
+            "assignment_id",
+            "item_id",
+            "image_url",
+            "width",
+            "height",
+            "lease_expires_at",
+            "resumed",
+            *({"prelabel"} & set(task)),
+        }
+        ordinal = int(task["item_id"].rsplit("-", 1)[1])
+        if ordinal >= 9:
+            gold_seen += 1
+        else:
+            spam_items.append(task["item_id"])
+        s = await submit(p.http, spammer.token, cid, task["assignment_id"], ["circle"])
+        assert s.status_code == 200, s.text
+        answered += 1
+        if ordinal < 9:  # the third answer: let the image finish with it
+            await _wait_status(p, task["item_id"], "done")
+        assert answered <= SPAMMER_TASK_BOUND, "the spammer was not blocked in time"
+    assert (answered, gold_seen) == (SPAMMER_TASK_BOUND, MIN_EVIDENCE)
+
+    # Each of the spammer's image answers had finished its image before the block; the refit
+    # that settles the block re-opens them.
+    finished_with_spam = list(spam_items)
+
+    result, _ = await p.crowd_until_done(cid, [first, second, third], within=90)
+    assert result.counts.finished == 9
+
+    async with p.sessions() as s:
+        consensus = (await s.scalars(select(Consensus).where(Consensus.campaign_id == cid))).all()
+        spam = (
+            await s.scalars(
+                select(Response)
+                .join(Item, Item.id == Response.item_id)
+                .where(Response.annotator_id == spammer.id, Item.kind == "image")
+            )
+        ).all()
+        record = await s.get(AnnotatorQuality, (cid, spammer.id))
+        gold_done = await s.scalar(
+            select(Consensus).join(Item).where(Item.campaign_id == cid, Item.kind == "gold")
+        )
+        version = await s.scalar(select(DatasetVersion).where(DatasetVersion.campaign_id == cid))
+    assert len(consensus) == 9
+    assert all(spammer.id not in c.annotator_ids for c in consensus)
+    assert sorted(r.item_id for r in spam) == sorted(spam_items)
+    assert all(r.voided_at is not None for r in spam)
+    assert record is not None and record.status == "blocked" and record.settled
+    assert gold_done is None
+    assert version is not None and version.item_count == 9  # gold is never published
+
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    records = list(read_records(ctx.store, result.dataset, result.version))
+    assert len(records) == 9
+    assert all(spammer.id not in [a["annotator_id"] for a in rec["responses"]] for rec in records)
+    assert all(rec["labels"] == [p.truth[rec["item_id"]]] for rec in records)
+
+    blocked = await _entries(p, cid, "annotator.blocked")
+    assert [e.details["annotator_id"] for e in blocked] == [spammer.id]
+    voided = await _entries(p, cid, "response.voided")
+    assert sorted(e.item_id or "" for e in voided) == sorted(spam_items)
+    reopened = await _entries(p, cid, "item.reopened")
+    assert sorted(e.item_id or "" for e in reopened) == sorted(finished_with_spam)
+
+    r = await p.http.get(f"/campaigns/{cid}/reliability", headers=operator())
+    assert r.status_code == 200
+    rows = {row["annotator_id"]: row for row in r.json()["annotators"]}
+    assert rows[spammer.id]["status"] == "blocked"
+    assert rows[spammer.id]["gold_score"] == 0.0
+    assert rows[first.id]["status"] == "active" and rows[first.id]["gold_score"] == 1.0
+
+
+async def test_a_bad_gold_item_is_refused_naming_the_field(pipeline: Pipeline) -> None:
+    p = pipeline
+    gold, _ = await _gold_spec(p)
+    gold[1] = {"uri": gold[1]["uri"], "label": "hexagon"}
+    generate_images(p.tmp / "images", 2)
+    r = await p.http.post(
+        "/campaigns", json=p.spec(gold={"rate": 0.2, "items": gold}), headers=operator()
+    )
+    assert r.status_code == 422, r.text
+    fields = [e["field"] for e in r.json()["errors"]]
+    assert fields and all(f.startswith("gold.items.1.") for f in fields), fields
+
+    r = await p.http.post(
+        "/campaigns",
+        json=p.spec(gold={"rate": 0.9, "items": gold[:1]}, reliability={"min_accuracy": 2}),
+        headers=operator(),
+    )
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {
+        "gold.rate",
+        "reliability.min_accuracy",
+    }
+
+
+# --- adaptive redundancy ------------------------------------------------------------------------
+
+# What the n-th answer to an image says, by how hard the image is. With every annotator at the
+# prior accuracy 0.7 and three classes, two agreeing answers give a posterior of 0.916.
+EASY = ["truth", "truth", "truth", "truth"]  # confident after 2
+MEDIUM = ["truth", "other", "truth", "truth"]  # 0.795 after 3, 0.948 after 4
+HARD = ["truth", "other", "third", "truth"]  # 0.70 at the maximum of 4: escalate
+
+
+async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_ones(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    cid = await p.launch(
+        images=6,
+        annotators_per_image=None,
+        agreement_threshold=None,
+        redundancy={"min_annotators": 2, "max_annotators": 4, "target_confidence": 0.9},
+        review_timeout="3s",
+    )
+    script = {0: EASY, 1: EASY, 2: MEDIUM, 3: MEDIUM, 4: HARD, 5: HARD}
+    classes = ["circle", "square", "triangle"]
+    crowd = await p.people([1.0] * 5)
+    given: defaultdict[int, itertools.count[int]] = defaultdict(itertools.count)
+
+    def answer_for(item_id: str) -> str:
+        ordinal = int(item_id.rsplit("-", 1)[1])
+        truth = p.truth[item_id]
+        others = [c for c in classes if c != truth]
+        kind = script[ordinal][next(given[ordinal])]
+        return {"truth": truth, "other": others[0], "third": others[1]}[kind]
+
+    done = asyncio.Event()
+
+    async def work(person: SimulatedAnnotator) -> None:
+        while not done.is_set():
+            r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+            if r.status_code == 409:
+                return
+            task = r.json()["task"]
+            if task is None:
+                await asyncio.sleep(0.05)
+                continue
+            label = answer_for(task["item_id"])
+            s = await submit(p.http, person.token, cid, task["assignment_id"], [label])
+            assert s.status_code == 200, s.text
+
+    workers = [asyncio.create_task(work(person)) for person in crowd]
+    try:
+        result = await p.result(cid, within=90)
+    finally:
+        done.set()
+        await asyncio.gather(*workers)
+
+    async with p.sessions() as s:
+        answers = Counter(
+            (
+                await s.scalars(
+                    select(Response.item_id).where(
+                        Response.campaign_id == cid, Response.voided_at.is_(None)
+                    )
+                )
+            ).all()
+        )
+        methods: dict[str, Any] = dict(
+            (await s.execute(select(Consensus.item_id, Consensus.method))).all()
+        )
+        wanted = dict(
+            (
+                await s.execute(select(Item.id, Item.slots_wanted).where(Item.campaign_id == cid))
+            ).all()
+        )
+    per_ordinal = {int(i.rsplit("-", 1)[1]): n for i, n in answers.items()}
+    assert per_ordinal == {0: 2, 1: 2, 2: 4, 3: 4, 4: 4, 5: 4}
+    assert {o: methods[f"{cid}-{o}"] for o in range(6)} == {
+        0: "adaptive",
+        1: "adaptive",
+        2: "adaptive",
+        3: "adaptive",
+        4: "review_timed_out",
+        5: "review_timed_out",
+    }
+    assert wanted[f"{cid}-0"] == 2 and wanted[f"{cid}-2"] == 4
+    assert (result.counts.agreed, result.counts.review_timed_out) == (4, 2)
+
+    more = await _entries(p, cid, "item.more_annotators")
+    assert Counter(e.item_id for e in more) == {
+        f"{cid}-2": 2,
+        f"{cid}-3": 2,
+        f"{cid}-4": 2,
+        f"{cid}-5": 2,
+    }
+    escalated = await _entries(p, cid, "item.escalated")
+    assert sorted(e.item_id or "" for e in escalated) == [f"{cid}-4", f"{cid}-5"]
+    assert all(e.details["confidence"] < 0.9 for e in escalated)
