@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api import (
     audit_routes,
@@ -46,6 +47,22 @@ async def _quorum_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Every database connection of this process stayed busy for the whole pool timeout: the
+# server is saturated, not broken. 503 with Retry-After tells clients (and load balancers) to
+# come back; a retried submission is safe because it carries its idempotency key.
+BUSY = "the server is busy; retry in a moment"
+BUSY_RETRY_AFTER_SECONDS = 1
+
+
+async def _busy(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PoolTimeout)
+    return JSONResponse(
+        status_code=503,
+        content={"error": "busy", "message": BUSY, "errors": []},
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -66,8 +83,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def build_context(settings: Settings) -> tuple[AppContext, Any]:
+    db = settings.database
     engine = create_engine(
-        settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size
+        settings.database_url,
+        echo=db.echo,
+        pool_size=db.pool_size,
+        max_overflow=db.max_overflow,
+        pool_timeout=db.pool_timeout,
     )
     client = await connect(settings.temporal)
     uses_s3 = settings.store.backend == "s3" or settings.s3.endpoint_url is not None
@@ -102,6 +124,7 @@ def create_app(ctx: AppContext | None = None, settings: Settings | None = None) 
         app.state.ctx = ctx  # also usable without running the lifespan (httpx ASGITransport)
     app.add_exception_handler(QuorumError, _quorum_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PoolTimeout, _busy)
     app.include_router(campaign_routes.router)
     app.include_router(task_routes.router)
     app.include_router(review_routes.router)

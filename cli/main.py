@@ -150,12 +150,21 @@ def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(
-        create_app(settings=settings),
-        host=args.host or settings.api.host,
-        port=args.port or settings.api.port,
-        log_level="info",
-    )
+    api = settings.api
+    workers = args.workers or api.workers
+    options: dict[str, Any] = {
+        "host": args.host or api.host,
+        "port": args.port or api.port,
+        "log_level": "info",
+        "timeout_keep_alive": api.keep_alive_seconds,
+        "backlog": api.backlog,
+        "limit_concurrency": api.limit_concurrency,
+    }
+    if workers > 1:
+        # Each process builds its own app (and database pool) from the same QUORUM_* settings.
+        uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(settings=settings), **options)
     return 0
 
 
@@ -201,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
+    api.add_argument(
+        "--workers", type=int, help="server processes (default: QUORUM_API__WORKERS, 1)"
+    )
     api.set_defaults(func=_cmd_api)
 
     campaign = sub.add_parser("campaign", help="launch and inspect campaigns")

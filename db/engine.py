@@ -21,11 +21,22 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(
-    url: str, *, echo: bool = False, pool_size: int = 10, read_only: bool = False
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    pool_timeout: float = 30.0,
+    read_only: bool = False,
 ) -> AsyncEngine:
     """An engine for ``url``. ``read_only`` engines are refused writes by the database
     itself (the auditor's): SQLite opens the file with mode=ro, PostgreSQL runs every
-    transaction READ ONLY."""
+    transaction READ ONLY.
+
+    The pool settings apply to PostgreSQL: ``pool_size`` connections stay open, up to
+    ``max_overflow`` more (default: ``pool_size``) open under load, and a checkout waits at
+    most ``pool_timeout`` seconds before raising ``sqlalchemy.exc.TimeoutError`` (the API
+    answers 503)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if read_only:
@@ -46,7 +57,8 @@ def create_engine(
         url,
         echo=echo,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         execution_options={"postgresql_readonly": True} if read_only else {},
     )

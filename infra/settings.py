@@ -43,7 +43,14 @@ class DatabaseSettings(BaseModel):
     # sqlite+aiosqlite:///path or postgresql+asyncpg://user:pass@host:port/db
     url: str = ""
     echo: bool = False
-    pool_size: int = 10
+    # PostgreSQL connections per process: ``pool_size`` kept open, up to ``max_overflow`` more
+    # (unset: as many again as pool_size) under load. A request that finds all of them busy
+    # waits ``pool_timeout`` seconds, then the API answers 503 with Retry-After (the client
+    # retries; submissions are idempotent). Keep processes x (pool_size + max_overflow) under
+    # the server's max_connections.
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int | None = Field(default=None, ge=0)
+    pool_timeout: float = Field(default=30.0, gt=0)
 
     def resolved_url(self, home: Path) -> str:
         return self.url or f"sqlite+aiosqlite:///{home / 'data' / 'quorum.db'}"
@@ -81,6 +88,18 @@ class ApiSettings(BaseModel):
     link_secret: SecretStr = SecretStr("dev-signing-key")
     # Where the API can be reached by simulated annotators and links it prints.
     public_url: str = ""
+    # uvicorn: server processes sharing the port (each has its own database pool).
+    workers: int = Field(default=1, ge=1)
+    # How long an idle keep-alive connection stays open. It must outlast the idle timeout of
+    # whatever reuses connections in front of the API (httpx keeps them 5 s, nginx and cloud
+    # load balancers 60 s): a server that closes first races the client's next request on that
+    # connection, and the request is reset. uvicorn's own default (5 s) loses that race.
+    keep_alive_seconds: int = Field(default=75, ge=1)
+    # Pending connections the kernel queues before accept(); capped by net.core.somaxconn.
+    backlog: int = Field(default=2048, ge=1)
+    # Concurrent connections (and requests) one process serves before answering 503; unset
+    # means no limit (requests queue for a database connection instead).
+    limit_concurrency: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
