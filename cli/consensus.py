@@ -1,25 +1,55 @@
-"""``quorum consensus``: one label per task from a ``task,worker,label`` CSV.
+"""``quorum consensus``: consensus per task from answers in a file, for every annotation type.
 
     quorum consensus --answers answers.csv --out labels.csv [--method NAME] [--truth truth.csv]
-    python -m cli.consensus --answers answers.csv --out labels.csv ...
+    quorum consensus --answers answers.jsonl --ontology spec.yaml --out consensus.jsonl
+    python -m cli.consensus ...
 
-The answers file needs a header naming the columns ``task``, ``worker`` and ``label`` (in any
-order; other columns are ignored). Labels are strings: the distinct labels are sorted and
-numbered, and the output keeps the original strings. Every row counts, so a worker who answered
-a task twice votes twice. The output has one row per task, ``task,label,confidence``, sorted by
-task, where confidence is the method's probability of the chosen label. ``--truth`` (a
-``task,label`` CSV) prints the accuracy over the tasks that have a truth and at least one answer.
+Two input formats, chosen by the extension of ``--answers`` (``.csv``; ``.jsonl`` or
+``.ndjson``) or by ``--format csv|jsonl``.
 
-Exit status: 0 on success, 2 with a message saying what to fix when an input is unusable.
+CSV: classification over a whole table. The answers file needs a header naming the columns
+``task``, ``worker`` and ``label`` (in any order; other columns are ignored). Labels are
+strings: the distinct labels are sorted and numbered, and the output keeps the original
+strings. Every row counts, so a worker who answered a task twice votes twice. The output has
+one row per task, ``task,label,confidence``, sorted by task, where confidence is the method's
+probability of the chosen label. ``--truth`` (a ``task,label`` CSV) prints the accuracy over the
+tasks that have a truth and at least one answer.
+
+JSON Lines: any ontology (tags, boxes, polygons, polylines, keypoints, masks), one task at a
+time, with the same agreement and consensus as a campaign (`services.consensus.assess`). Each
+line is one worker's answer to one task, in the response schema of `schemas.annotations`::
+
+    {"task": "img-1", "worker": "ann", "objects": [{"type": "box", "label": "car",
+     "x": 10, "y": 20, "w": 50, "h": 30}], "image_size": [640, 480]}
+
+``image_size`` (width, height) is optional; with it, coordinates are checked against the image
+and polygon votes are clipped to it (masks need it to be checked against their size). Other
+keys are ignored. ``--ontology`` names a campaign spec or a bare ontology (YAML or JSON). Each
+answer is validated against the ontology as the API would, and a worker answers a task at most
+once. The output has one line per task, sorted by task::
+
+    {"task": "img-1", "objects": [... consensus objects with "confidence" and "support" ...],
+     "agreement": 0.91, "confidence": 0.95}
+
+where ``support`` lists the workers whose objects back each consensus object.
+
+Exit status: 0 on success, 2 with a message saying what to fix when an input is unusable (for
+JSON Lines, naming the line and the field).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from schemas.ontology import Ontology
 
 # numpy and quality are imported when the command runs, not when `quorum` builds its parser:
 # `import quality` takes about a second (scipy), which every other subcommand would pay.
@@ -27,7 +57,9 @@ from pathlib import Path
 __all__ = ["add_arguments", "main", "run", "run_consensus"]
 
 DESCRIPTION = (
-    "Infer one label per task from a task,worker,label CSV and write task,label,confidence."
+    "Infer one label per task from a task,worker,label CSV and write task,label,confidence; or "
+    "the consensus objects of each task from JSON Lines answers in the response schema (boxes, "
+    "polygons, ..., with --ontology) and write JSON Lines."
 )
 METHOD_HELP = (
     "consensus method: dawid_skene (Dawid-Skene with priors, the default), dawid_skene_mle "
@@ -35,6 +67,9 @@ METHOD_HELP = (
 )
 ANSWER_COLUMNS = ("task", "worker", "label")
 TRUTH_COLUMNS = ("task", "label")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+MAX_ERRORS = 20
+"""At most this many problems are listed for one JSON Lines file (then a count of the rest)."""
 
 
 class InputError(Exception):
@@ -44,19 +79,50 @@ class InputError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser`` (used standalone and by ``quorum consensus``)."""
     parser.add_argument(
-        "--answers", type=Path, required=True, help="CSV with a task,worker,label header"
+        "--answers",
+        type=Path,
+        required=True,
+        help="a CSV with a task,worker,label header, or JSON Lines of task, worker, objects",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, help="where to write task,label,confidence"
+        "--out",
+        type=Path,
+        required=True,
+        help="where to write task,label,confidence (CSV) or one JSON line per task (JSON Lines)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        help="the answers' format (default: from the extension, .csv or .jsonl/.ndjson)",
     )
     parser.add_argument(
         "--method",
         metavar="NAME",
-        help=METHOD_HELP,
+        help=METHOD_HELP + " (CSV only)",
     )
     parser.add_argument(
-        "--truth", type=Path, help="optional task,label CSV of known labels: print the accuracy"
+        "--truth",
+        type=Path,
+        help="optional task,label CSV of known labels: print the accuracy (CSV only)",
     )
+    parser.add_argument(
+        "--ontology",
+        type=Path,
+        help="campaign spec or bare ontology, YAML or JSON (JSON Lines answers; required there)",
+    )
+
+
+def answers_format(path: Path, explicit: str | None) -> str:
+    """``csv`` or ``jsonl``: ``explicit`` if given, else from the file's extension."""
+    if explicit is not None:
+        return explicit
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise InputError(
+            f"{path}: cannot tell the format from the extension {path.suffix or '(none)'!r}; "
+            "name the file .csv or .jsonl, or give --format csv or --format jsonl"
+        ) from None
 
 
 def _read_table(path: Path, columns: Sequence[str], what: str) -> list[tuple[str, ...]]:
@@ -119,6 +185,12 @@ def run(args: argparse.Namespace, prog: str = "quorum consensus") -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if answers_format(args.answers, args.format) == "jsonl":
+        return _run_jsonl(args)
+    if args.ontology is not None:
+        raise InputError(
+            "--ontology applies to JSON Lines answers; a CSV is classified by its label strings"
+        )
     import numpy as np
 
     from quality.dawid_skene import DEFAULT_METHOD, make_aggregator
@@ -172,6 +244,231 @@ def _run(args: argparse.Namespace) -> int:
             f"accuracy {correct / len(scored):.4f} ({correct} of {len(scored)} tasks that have "
             f"a truth and an answer; {len(known) - len(scored)} truth tasks without answers)"
         )
+    return 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One valid JSON line: a worker's answer (a response body) to a task."""
+
+    line: int
+    task: str
+    worker: str
+    body: dict[str, Any]
+    image_size: tuple[int, int] | None
+
+
+def load_ontology(path: Path) -> Ontology:
+    """The ontology of a campaign spec (its ``ontology`` field) or of a bare ontology file."""
+    import yaml
+    from pydantic import ValidationError
+
+    from schemas.campaign_spec import spec_errors
+    from schemas.ontology import Ontology
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (the --ontology spec)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise InputError(f"{path}: not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a campaign spec or an ontology (a mapping of fields)")
+    prefix = ""
+    if "ontology" in data:  # a campaign spec: only its ontology matters here
+        data, prefix = data["ontology"], "ontology."
+    try:
+        return Ontology.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{prefix}{e.field}: {e.message}" for e in spec_errors(exc))
+        raise InputError(f"{path}: not a valid ontology: {problems}") from exc
+
+
+def _image_size(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (value[0], value[1])
+    raise ValueError("must be [width, height], two positive integers")
+
+
+def read_jsonl(path: Path, ontology: Ontology) -> list[Answer]:
+    """Every line's answer, validated against ``ontology``; all problems at once, by line."""
+    from pydantic import ValidationError
+
+    from schemas.annotations import ResponseBody, validate_response
+    from schemas.campaign_spec import spec_errors
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (the answers JSON Lines)")
+    problems: list[str] = []
+    answers: list[Answer] = []
+    seen: dict[tuple[str, str], int] = {}
+    sizes: dict[str, tuple[int, tuple[int, int] | None]] = {}
+
+    def problem(line: int, field: str | None, message: str) -> None:
+        problems.append(f"line {line}" + (f", field {field}" if field else "") + f": {message}")
+
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            lines = list(enumerate(handle, start=1))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc})") from exc
+    for number, text in lines:
+        if not text.strip():
+            continue  # blank line
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            problem(number, None, f"not valid JSON ({exc})")
+            continue
+        if not isinstance(record, dict):
+            problem(number, None, "expected a JSON object with task, worker and objects")
+            continue
+        ids: dict[str, str] = {}
+        for name in ("task", "worker"):
+            value = record.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)  # a numeric id, as a CSV would read it
+            if not isinstance(value, str) or not value.strip():
+                problem(number, name, "missing or empty; every line needs a task and a worker")
+            else:
+                ids[name] = value.strip()
+        if "objects" not in record:
+            problem(number, "objects", "missing; give the answer's objects (a list, maybe empty)")
+            continue
+        try:
+            size = _image_size(record.get("image_size"))
+        except ValueError as exc:
+            problem(number, "image_size", str(exc))
+            continue
+        try:
+            body = ResponseBody.model_validate({"objects": record["objects"]})
+        except ValidationError as exc:
+            for error in spec_errors(exc):
+                problem(number, _without_union_tag(error.field), error.message)
+            continue
+        field_errors = validate_response(ontology, body, size)
+        for error in field_errors:
+            problem(number, error.field, error.message)
+        if field_errors or len(ids) < 2:
+            continue
+        task, worker = ids["task"], ids["worker"]
+        if (task, worker) in seen:
+            problem(
+                number,
+                "worker",
+                f"{worker!r} already answered task {task!r} on line {seen[task, worker]}; "
+                "a worker answers a task once",
+            )
+            continue
+        seen[task, worker] = number
+        first = sizes.setdefault(task, (number, size))
+        if first[1] != size:
+            problem(
+                number,
+                "image_size",
+                f"{_size_text(size)} differs from line {first[0]}'s {_size_text(first[1])} for "
+                f"task {task!r}",
+            )
+            continue
+        answers.append(Answer(number, task, worker, body.model_dump(mode="json"), size))
+    if problems:
+        shown = problems[:MAX_ERRORS]
+        if len(problems) > MAX_ERRORS:
+            shown.append(f"... and {len(problems) - MAX_ERRORS} more")
+        raise InputError(
+            f"{path}: {len(problems)} problem(s); nothing was written:\n  " + "\n  ".join(shown)
+        )
+    if not answers:
+        raise InputError(f"{path}: no answers; there is nothing to aggregate")
+    return answers
+
+
+def _without_union_tag(field: str) -> str:
+    """``objects.0.box.w`` -> ``objects.0.w``: pydantic names the union member it tried; the
+    answer's own path (the one `validate_response` uses) does not have it."""
+    from schemas.ontology import GEOMETRIES
+
+    parts = field.split(".")
+    tagged = len(parts) > 3 and parts[0] == "objects" and parts[1].isdigit()
+    if tagged and parts[2] in GEOMETRIES:
+        del parts[2]
+    return ".".join(parts)
+
+
+def _size_text(size: tuple[int, int] | None) -> str:
+    return "no image_size" if size is None else f"[{size[0]}, {size[1]}]"
+
+
+def consensus_lines(ontology: Ontology, answers: Sequence[Answer]) -> list[dict[str, Any]]:
+    """One output record per task, sorted by task: `services.consensus.assess` of its answers."""
+    from db.models import Response
+    from services.consensus import assess
+
+    by_task: dict[str, list[Answer]] = {}
+    for answer in answers:
+        by_task.setdefault(answer.task, []).append(answer)
+    records = []
+    for task in sorted(by_task):
+        group = by_task[task]
+        # Unsaved rows, never added to a session: `assess` reads only id, annotator_id and
+        # body. The worker is the response id too, so "support" names workers.
+        rows = [Response(id=a.worker, annotator_id=a.worker, body=a.body) for a in group]
+        try:
+            result = assess(ontology, rows, group[0].image_size)
+        except ValueError as exc:
+            lines = ", ".join(str(a.line) for a in group)
+            raise InputError(f"task {task!r} (lines {lines}): {exc}") from exc
+        records.append(
+            {
+                "task": task,
+                "objects": result.objects,
+                "agreement": result.agreement,
+                "confidence": result.confidence,
+            }
+        )
+    return records
+
+
+def _run_jsonl(args: argparse.Namespace) -> int:
+    unused = [
+        option
+        for option, value in (("--method", args.method), ("--truth", args.truth))
+        if value is not None
+    ]
+    if unused:
+        raise InputError(
+            f"{' and '.join(unused)} {'applies' if len(unused) == 1 else 'apply'} to CSV "
+            "answers (classification over a whole table); "
+            "JSON Lines answers use the campaign's consensus per task"
+        )
+    if args.ontology is None:
+        raise InputError(
+            "--ontology is required with JSON Lines answers: a campaign spec or an ontology "
+            "file that names the classes and how each is drawn"
+        )
+    ontology = load_ontology(args.ontology)
+    answers = read_jsonl(args.answers, ontology)
+    records = consensus_lines(ontology, answers)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise InputError(f"{args.out}: cannot write the output ({exc.strerror or exc})") from exc
+    workers = {a.worker for a in answers}
+    print(
+        f"consensus: {len(records)} tasks, {len(answers)} answers, {len(workers)} workers, "
+        f"{len(ontology.classes)} classes -> {args.out}"
+    )
     return 0
 
 
