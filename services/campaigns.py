@@ -28,7 +28,7 @@ from schemas.workflow_io import (
     item_id_for,
     snapshot_workflow_id,
 )
-from services import audit
+from services import audit, prelabels
 from services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.image_sources import list_images
 
@@ -55,6 +55,9 @@ async def create_campaign(
 ) -> Campaign:
     """Commit the campaign and its items (status ``created``); no workflow runs yet."""
     images = list_images(spec.images, base_dir=base_dir, s3_client=s3_client)
+    launch_prelabels = prelabels.load_for_launch(spec, images, base_dir=base_dir)
+    if launch_prelabels is not None:  # ordinals are the work order
+        images = launch_prelabels.work_order(images)
     campaign = Campaign(
         id=f"cmp_{uuid.uuid4().hex[:16]}",
         name=spec.name,
@@ -101,6 +104,10 @@ async def create_campaign(
                 for n, image in enumerate(images[start : start + INSERT_CHUNK], start=start)
             ]
             await session.execute(insert(Item), rows)
+        if launch_prelabels is not None:
+            await prelabels.store_at_launch(
+                session, campaign.id, launch_prelabels, created_by=created_by
+            )
     return campaign
 
 
