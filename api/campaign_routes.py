@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from api.context import Context, Operator, Session
 from db.models import Campaign
+from schemas.campaign_spec import SLUG
 from services.campaigns import (
     campaign_status,
     create_campaign,
@@ -19,6 +20,7 @@ from services.campaigns import (
     validate_spec,
 )
 from services.people import create_person
+from services.prelabels import import_prelabels
 
 router = APIRouter(tags=["operators"])
 
@@ -146,3 +148,30 @@ async def snapshot(
         request.request_id,
     )
     return {**result.model_dump(), "request_id": request.request_id}
+
+
+class PrelabelsIn(BaseModel):
+    format: Literal["coco", "jsonl"] = Field(description="coco (a JSON text) or jsonl")
+    model: str = Field("model", pattern=SLUG, description="The model's name, for provenance.")
+    content: str = Field(min_length=1, description="The predictions file's text.")
+    companion: str | None = Field(
+        None, description="For a bare COCO results list: its images and categories (JSON)."
+    )
+
+
+@router.post("/campaigns/{campaign_id}/prelabels")
+async def import_campaign_prelabels(
+    campaign_id: str, body: PrelabelsIn, session: Session, _: Operator
+) -> dict[str, Any]:
+    """Import a model's predictions (services/prelabels.py): all of them, or none with a 422
+    naming every bad line and field. The work order set at launch is not changed."""
+    result = await import_prelabels(
+        session,
+        campaign_id,
+        body.content,
+        fmt=body.format,
+        model=body.model,
+        companion=body.companion,
+        actor=("operator", "operator"),
+    )
+    return result.as_dict()

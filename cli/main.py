@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit_parser(audit)
     audit.set_defaults(func=run_audit)
 
+    from cli.prelabels import build_parser as prelabels_parser
+    from cli.prelabels import run_prelabels
+
+    prelabels = sub.add_parser("prelabels", help="import a model's predictions for a campaign")
+    prelabels_parser(prelabels)
+    prelabels.set_defaults(func=run_prelabels)
+
     consensus = sub.add_parser(
         "consensus", help="infer one label per task from a task,worker,label CSV"
     )
