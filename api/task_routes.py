@@ -26,6 +26,7 @@ from schemas.annotations import AnnotationObject, ResponseBody
 from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
 from services.errors import NOT_YOUR_ASSIGNMENT, Conflict, Forbidden, InvalidInput, NotFound
 from services.image_sources import probe_s3_size
+from services.prelabels import for_annotator
 from services.task_assignment import (
     annotator_progress,
     claim_item,
@@ -47,6 +48,11 @@ class TaskOut(BaseModel):
     height: int | None
     lease_expires_at: datetime
     resumed: bool
+    prelabel: dict[str, Any] | None = Field(
+        None,
+        description='A model\'s prediction to start from, {"objects": [...]}; the page draws it '
+        "as an editable first draft (campaigns whose pre-labels vote get null).",
+    )
 
 
 class NextTask(BaseModel):
@@ -69,6 +75,7 @@ async def next_task(campaign_id: str, request: Request, ctx: Context, person: Pe
         campaign = await session.get(Campaign, campaign_id)
         assert campaign is not None
         answered = await annotator_progress(session, person.id, campaign_id)
+        prelabel = await for_annotator(session, campaign, task.item.id) if task else None
     if task is not None and task.item.width is None and task.item.uri.startswith("s3://"):
         await _learn_image_size(ctx, task.item)
     if task is None:
@@ -91,6 +98,7 @@ async def next_task(campaign_id: str, request: Request, ctx: Context, person: Pe
             height=task.item.height,
             lease_expires_at=task.assignment.lease_expires_at,
             resumed=task.resumed,
+            prelabel=prelabel,
         ),
         answered=answered,
         ontology=campaign.spec["ontology"],

@@ -168,7 +168,18 @@ async function next() {
   } finally {
     $("#stage").classList.remove("loading");
   }
-  state.editor.load(loadDraft(reply.task.assignment_id) || []);
+  // A draft kept from before a reload wins; else a model's prediction, if the campaign
+  // shows one, is the first draft: every object of it can be moved, relabeled or deleted.
+  const draft = loadDraft(reply.task.assignment_id);
+  const prefill = draft ? [] : reply.task.prelabel?.objects || [];
+  state.editor.load(draft || prefill);
+  if (prefill.length) {
+    message(
+      "notice",
+      `Pre-filled with ${prefill.length} object${prefill.length === 1 ? "" : "s"} from a model: ` +
+        "check each one, and fix, relabel or delete what is wrong.",
+    );
+  }
   state.editor.enabled = true;
   document.body.dataset.assignment = reply.task.assignment_id;
   document.body.dataset.item = reply.task.item_id;

@@ -696,6 +696,12 @@ export class Editor {
     title.style.setProperty("--color", cls?.color || "#888");
     el.append(title);
     if (cls?.description) el.append(h("p.help", {}, cls.description));
+    const others = this.relabelChoices(obj);
+    if (others.length > 1) {
+      const select = h("select", { "aria-label": "class", onchange: (e) => this.relabel(index, e.target.value) });
+      for (const c of others) select.append(h("option", { value: c.name, selected: c.name === obj.label }, c.name));
+      el.append(h("label.attr.relabel", {}, "class ", select));
+    }
     if ((cls?.attributes || []).length) el.append(this.attributeForm(index));
     if (obj.type === "keypoints") el.append(this.keypointForm(index));
     if (obj.type === "box" && cls?.rotated) {
@@ -708,6 +714,24 @@ export class Editor {
     }
     if (this.problems.has(index)) el.append(problemList(this.problems.get(index)));
     el.append(h("button.danger", { type: "button", onclick: () => this.remove(index) }, "Delete object"));
+  }
+
+  /** The classes an object can be relabeled to: the same geometry (and, for keypoints, the
+   * same number of points). */
+  relabelChoices(obj) {
+    return this.shapeClasses.filter(
+      (c) => c.geometry === obj.type && (obj.type !== "keypoints" || (c.keypoints || []).length === obj.points.length),
+    );
+  }
+
+  /** Give an object another class; it keeps the attributes the new class also has. */
+  relabel(index, name) {
+    const obj = this.objects[index];
+    const cls = this.classOf(name);
+    if (!cls || name === obj.label) return;
+    const names = new Set((cls.attributes || []).map((a) => a.name));
+    const attributes = Object.fromEntries(Object.entries(obj.attributes || {}).filter(([k]) => names.has(k)));
+    this.replace(index, { ...obj, label: name, attributes });
   }
 
   attributeForm(index) {
