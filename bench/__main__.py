@@ -18,7 +18,13 @@ os.environ.setdefault("QUORUM_BENCH_RESULTS", str(DEFAULT / "small"))
 
 
 def main() -> int:
-    from bench import alpha_speed, box_speed, consensus_quality, publish_bench
+    from bench import (
+        adaptive_redundancy,
+        alpha_speed,
+        box_speed,
+        consensus_quality,
+        publish_bench,
+    )
     from bench.pipeline_bench import run_pipeline_bench
 
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -27,6 +33,7 @@ def main() -> int:
         ("alpha speed", lambda: alpha_speed.main(["--runs", "3"])),
         ("box speed", lambda: box_speed.main(["--items", "10000", "--two-call-items", "2000"])),
         ("consensus quality", lambda: consensus_quality.main(["--items", "60"])),
+        ("adaptive redundancy", lambda: adaptive_redundancy.main(["--small"])),
         (
             "publish",
             lambda: publish_bench.main(
