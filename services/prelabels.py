@@ -540,7 +540,7 @@ def _coco_images(raw: Any, index: _Index, errors: list[FieldError]) -> dict[Any,
             continue
         image_id, name = image.get("id"), image.get("file_name")
         if isinstance(image_id, bool) or not isinstance(image_id, int | str):
-            errors.append(FieldError(field=f"{at}.id", message="must be an integer"))
+            errors.append(FieldError(field=f"{at}.id", message="must be a number or a string"))
             continue
         if not isinstance(name, str) or not name:
             errors.append(FieldError(field=f"{at}.file_name", message="this field is required"))
