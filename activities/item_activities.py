@@ -20,7 +20,12 @@ from temporalio.client import Client
 
 from activities import audit_record
 from db.models import Campaign, Consensus, Item, Response, Review, utcnow
-from quality.adaptive import one_coin_posterior, redundancy_decision, smoothed_accuracy
+from quality.adaptive import (
+    one_coin_posterior,
+    redundancy_decision,
+    smoothed_accuracy,
+    vote_weight,
+)
 from schemas.campaign_spec import RedundancySpec
 from schemas.ontology import Ontology
 from schemas.workflow_io import (
@@ -116,7 +121,7 @@ class ItemActivities:
         estimates: dict[str, Estimate] = {}
         if uses_reliability(campaign):
             estimates = await weights_for(session, campaign.id, [r.annotator_id for r in responses])
-        weights = {a: e.weight for a, e in estimates.items()} or None
+        weights = vote_weights(ontology, responses, estimates)
         result_of = assess(ontology, responses, _size(item), weights=weights)
         if redundancy is None:
             threshold = ontology.threshold_for(
@@ -334,6 +339,23 @@ async def _finished_outcome(session: AsyncSession, item_id: str) -> ItemOutcome:
 
 def _size(item: Item) -> tuple[int, int] | None:
     return (item.width, item.height) if item.width and item.height else None
+
+
+def vote_weights(
+    ontology: Ontology, responses: list[Response], estimates: dict[str, Estimate]
+) -> dict[str, float] | None:
+    """Each answer's weight: its annotator's estimate, or the prior's for someone the model
+    has not seen yet. None (plain votes) without estimates, or when every weight is zero."""
+    if not estimates:
+        return None
+    single_label = ontology.is_classification and not ontology.multi_label
+    prior = smoothed_accuracy(0.0, 0.0)
+    default = vote_weight(prior, len(ontology.class_names)) if single_label else prior
+    weights = {
+        r.annotator_id: estimates[r.annotator_id].weight if r.annotator_id in estimates else default
+        for r in responses
+    }
+    return weights if sum(weights.values()) > 0 else None
 
 
 def _adaptive_consensus(

@@ -40,11 +40,16 @@ class ReliabilityActivities:
 
     @activity.defn
     async def refit_reliability(self, campaign_id: str) -> RefitResult:
+        # Two transactions: the fit only writes the estimates; the rules then lock what they
+        # change in the order submissions do (see services.reliability).
         async with self._sessions.begin() as session:
-            campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+            campaign = await session.get(Campaign, campaign_id)
             if campaign is None:
                 raise RuntimeError(f"campaign {campaign_id} is not in the database")
             estimates = await refit(session, campaign)
+        async with self._sessions.begin() as session:
+            campaign = await session.get(Campaign, campaign_id)
+            assert campaign is not None
             outcome = await apply_rules(session, campaign, estimates)
         # After the commit: a lost signal is covered by the item's own reconciliation, which
         # reads only counted answers, and by the resolve activity, which re-checks every answer.

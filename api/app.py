@@ -17,6 +17,7 @@ from api import (
     dataset_routes,
     operator_routes,
     page_routes,
+    quality_routes,
     review_routes,
     task_routes,
 )
@@ -131,6 +132,7 @@ def create_app(ctx: AppContext | None = None, settings: Settings | None = None) 
     app.include_router(dataset_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(operator_routes.router)
+    app.include_router(quality_routes.router)
     app.include_router(page_routes.router)
     app.mount("/static", page_routes.static_files(), name="static")
 

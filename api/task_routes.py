@@ -23,7 +23,14 @@ from sqlalchemy import update
 from api.context import AppContext, Context, Person, link_of
 from db.models import Assignment, Campaign, Item
 from schemas.annotations import AnnotationObject, ResponseBody
-from schemas.workflow_io import SIGNAL_RESPONSE_SUBMITTED, ResponseSubmitted, item_workflow_id
+from schemas.workflow_io import (
+    SIGNAL_QUALITY_EVIDENCE,
+    SIGNAL_RESPONSE_SUBMITTED,
+    QualityEvidence,
+    ResponseSubmitted,
+    campaign_workflow_id,
+    item_workflow_id,
+)
 from services.errors import NOT_YOUR_ASSIGNMENT, Conflict, Forbidden, InvalidInput, NotFound
 from services.image_sources import probe_s3_size
 from services.prelabels import for_annotator
@@ -164,7 +171,12 @@ async def submit(
                 errors=[e.model_dump() for e in refused.errors],
             )
         raise
-    await signal_response(ctx, campaign_id, submission.ordinal, submission.response.id, person.id)
+    if submission.gold:
+        await signal_gold_scored(ctx, campaign_id, person.id)
+    else:
+        await signal_response(
+            ctx, campaign_id, submission.ordinal, submission.response.id, person.id
+        )
     return SubmissionOut(
         response_id=submission.response.id, duplicate=submission.duplicate, late=submission.late
     )
@@ -182,6 +194,17 @@ async def signal_response(
         log.warning(
             "signal for response %s failed; the workflow will reconcile", response_id, exc_info=True
         )
+
+
+async def signal_gold_scored(ctx: AppContext, campaign_id: str, annotator_id: str) -> None:
+    """A gold answer is new evidence for the campaign's reliability model (no item workflow
+    waits for it). A lost signal only delays the refit to the next scheduled one."""
+    try:
+        await ctx.temporal.get_workflow_handle(campaign_workflow_id(campaign_id)).signal(
+            SIGNAL_QUALITY_EVIDENCE, QualityEvidence(annotator_id=annotator_id)
+        )
+    except Exception:
+        log.warning("quality-evidence signal for campaign %s failed", campaign_id, exc_info=True)
 
 
 @router.post("/campaigns/{campaign_id}/tasks/{assignment_id}/skip")

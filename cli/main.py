@@ -49,7 +49,12 @@ def _cmd_validate(args: argparse.Namespace, _: Settings) -> int:
         return 2
     print(
         f"{args.spec}: valid ({spec.name}, {len(spec.ontology.classes)} classes, "
-        f"k={spec.annotators_per_image})"
+        + (
+            f"k={spec.annotators_per_image})"
+            if spec.redundancy is None
+            else f"{spec.min_annotators}..{spec.max_annotators} annotators to confidence "
+            f"{spec.threshold})"
+        )
     )
     return 0
 

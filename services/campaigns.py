@@ -30,6 +30,7 @@ from schemas.workflow_io import (
 )
 from services import audit, prelabels
 from services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from services.gold import GOLD, load_gold
 from services.image_sources import list_images
 
 INSERT_CHUNK = 5_000
@@ -58,14 +59,16 @@ async def create_campaign(
     launch_prelabels = prelabels.load_for_launch(spec, images, base_dir=base_dir)
     if launch_prelabels is not None:  # ordinals are the work order
         images = launch_prelabels.work_order(images)
+    gold = load_gold(spec, base_dir)
     campaign = Campaign(
         id=f"cmp_{uuid.uuid4().hex[:16]}",
         name=spec.name,
         dataset=spec.dataset_name,
         spec=spec.model_dump(mode="json"),
         status="created",
-        annotators_per_image=spec.annotators_per_image,
-        agreement_threshold=spec.agreement_threshold,
+        # The most annotators an image may get (k when fixed), and what finalizes it.
+        annotators_per_image=spec.max_annotators,
+        agreement_threshold=spec.threshold,
         lease_timeout_s=spec.lease_timeout.total_seconds(),
         review_timeout_s=spec.review_timeout.total_seconds(),
         window=spec.window,
@@ -100,10 +103,32 @@ async def create_campaign(
                     "height": image.height,
                     "status": "pending",
                     "slots_taken": 0,
+                    "slots_wanted": spec.min_annotators,
                 }
                 for n, image in enumerate(images[start : start + INSERT_CHUNK], start=start)
             ]
             await session.execute(insert(Item), rows)
+        if gold:
+            # After the images' ordinals, which are the only ones the campaign workflow opens.
+            await session.execute(
+                insert(Item),
+                [
+                    {
+                        "id": item_id_for(campaign.id, len(images) + i),
+                        "campaign_id": campaign.id,
+                        "ordinal": len(images) + i,
+                        "uri": g.uri,
+                        "width": g.width,
+                        "height": g.height,
+                        "status": GOLD,
+                        "kind": GOLD,
+                        "gold_answer": g.answer,
+                        "slots_taken": 0,
+                        "slots_wanted": 0,
+                    }
+                    for i, g in enumerate(gold)
+                ],
+            )
         if launch_prelabels is not None:
             await prelabels.store_at_launch(
                 session, campaign.id, launch_prelabels, created_by=created_by

@@ -261,30 +261,74 @@ async def apply_rules(
     rules = reliability_of(campaign)
     if rules is None or campaign.status != "running":
         return outcome
-    records = {
-        q.annotator_id: q
-        for q in (
-            await session.scalars(
-                select(AnnotatorQuality)
-                .where(AnnotatorQuality.campaign_id == campaign.id)
-                .with_for_update()
-            )
-        ).all()
-    }
-    for annotator_id, quality in sorted(records.items()):
-        if annotator_id.startswith(MODEL_PREFIX):
+    records = (
+        await session.scalars(
+            select(AnnotatorQuality).where(AnnotatorQuality.campaign_id == campaign.id)
+        )
+    ).all()
+    verdicts: dict[str, str | None] = {}
+    for quality in records:
+        if quality.annotator_id.startswith(MODEL_PREFIX):
             continue  # a model is down-weighted by its estimate, never blocked
         if quality.status == ACTIVE:
-            estimate = estimates.get(annotator_id)
+            estimate = estimates.get(quality.annotator_id)
             reason = gold_verdict(quality, rules) or (
                 model_verdict(estimate, rules) if estimate else None
             )
-            if reason is None:
-                continue
-            await decide(session, campaign, quality, rules, reason)
-        if not quality.settled:
-            await settle(session, campaign, quality, reopen=rules.reopen_answered, outcome=outcome)
+            if reason is not None:
+                verdicts[quality.annotator_id] = reason
+        elif not quality.settled:
+            verdicts[quality.annotator_id] = None  # decided at a gold answer; settle it
+    if not verdicts:
+        return outcome
+    await _lock_in_submit_order(session, campaign.id, sorted(verdicts))
+    for annotator_id, reason in sorted(verdicts.items()):
+        record = await session.get(
+            AnnotatorQuality,
+            (campaign.id, annotator_id),
+            with_for_update=True,
+            populate_existing=True,
+        )
+        if record is None:
+            continue
+        if reason is not None and record.status == ACTIVE:
+            await decide(session, campaign, record, rules, reason)
+        if record.status != ACTIVE and not record.settled:
+            await settle(session, campaign, record, reopen=rules.reopen_answered, outcome=outcome)
     return outcome
+
+
+async def _lock_in_submit_order(
+    session: AsyncSession, campaign_id: str, annotator_ids: Sequence[str]
+) -> None:
+    """Lock what settling will change in the order a submission locks it (assignment, item,
+    then the annotator's record and the audit chain), so the two never deadlock."""
+    leased = (
+        await session.execute(
+            select(Assignment.id, Assignment.item_id)
+            .where(
+                Assignment.campaign_id == campaign_id,
+                Assignment.annotator_id.in_(annotator_ids),
+                Assignment.state == "leased",
+            )
+            .order_by(Assignment.id)
+            .with_for_update()
+        )
+    ).all()
+    answered = (
+        await session.scalars(
+            select(Response.item_id).where(
+                Response.campaign_id == campaign_id,
+                Response.annotator_id.in_(annotator_ids),
+                Response.voided_at.is_(None),
+            )
+        )
+    ).all()
+    item_ids = sorted({item_id for _, item_id in leased} | set(answered))
+    if item_ids:
+        await session.execute(
+            select(Item.id).where(Item.id.in_(item_ids)).order_by(Item.id).with_for_update()
+        )
 
 
 async def decide(

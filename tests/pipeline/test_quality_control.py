@@ -107,22 +107,23 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
             "resumed",
             *({"prelabel"} & set(task)),
         }
-        ordinal = int(task["item_id"].rsplit("-", 1)[1])
-        if ordinal >= 9:
+        s = await submit(p.http, spammer.token, cid, task["assignment_id"], ["circle"])
+        if s.status_code == 403:  # blocked while holding this lease: refused, not counted
+            assert s.json()["message"] == BLOCKED_IN_CAMPAIGN
+            break
+        assert s.status_code == 200, s.text
+        answered += 1
+        if int(task["item_id"].rsplit("-", 1)[1]) >= 9:
             gold_seen += 1
         else:
             spam_items.append(task["item_id"])
-        s = await submit(p.http, spammer.token, cid, task["assignment_id"], ["circle"])
-        assert s.status_code == 200, s.text
-        answered += 1
-        if ordinal < 9:  # the third answer: let the image finish with it
+        if answered == 1:  # before any gold answer: this image finishes with the spam in it
             await _wait_status(p, task["item_id"], "done")
         assert answered <= SPAMMER_TASK_BOUND, "the spammer was not blocked in time"
-    assert (answered, gold_seen) == (SPAMMER_TASK_BOUND, MIN_EVIDENCE)
-
-    # Each of the spammer's image answers had finished its image before the block; the refit
-    # that settles the block re-opens them.
-    finished_with_spam = list(spam_items)
+    # Blocked at the latest at the third gold miss; the model (Dawid-Skene with the gold
+    # clamped) may see it from the agreement sooner.
+    assert answered <= SPAMMER_TASK_BOUND and gold_seen <= MIN_EVIDENCE
+    assert spam_items
 
     result, _ = await p.crowd_until_done(cid, [first, second, third], within=90)
     assert result.counts.finished == 9
@@ -159,8 +160,10 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
     assert [e.details["annotator_id"] for e in blocked] == [spammer.id]
     voided = await _entries(p, cid, "response.voided")
     assert sorted(e.item_id or "" for e in voided) == sorted(spam_items)
-    reopened = await _entries(p, cid, "item.reopened")
-    assert sorted(e.item_id or "" for e in reopened) == sorted(finished_with_spam)
+    # The images the spammer's answers had already finished are labeled again without them
+    # (the first one surely; others when their consensus came before the block).
+    reopened = {e.item_id for e in await _entries(p, cid, "item.reopened")}
+    assert spam_items[0] in reopened and reopened <= set(spam_items)
 
     r = await p.http.get(f"/campaigns/{cid}/reliability", headers=operator())
     assert r.status_code == 200
