@@ -40,6 +40,7 @@ from schemas.workflow_io import (
     campaign_workflow_id,
 )
 from services.consensus import Assessment, assess, decided_objects, tag_labels
+from services.prelabels import voter_responses
 from services.reliability import Estimate, uses_reliability, weights_for
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
@@ -118,11 +119,15 @@ class ItemActivities:
             if campaign.spec.get("redundancy")
             else None
         )
+        # A model whose pre-labels vote is one more voter, with its own learned reliability; it
+        # never counts towards the number of annotators an image needs.
+        model = (await voter_responses(session, campaign.id, [item.id])).get(item.id)
+        voters = [*responses, model] if model is not None else responses
         estimates: dict[str, Estimate] = {}
-        if uses_reliability(campaign):
-            estimates = await weights_for(session, campaign.id, [r.annotator_id for r in responses])
-        weights = vote_weights(ontology, responses, estimates)
-        result_of = assess(ontology, responses, _size(item), weights=weights)
+        if uses_reliability(campaign) or model is not None:
+            estimates = await weights_for(session, campaign.id, [r.annotator_id for r in voters])
+        weights = vote_weights(ontology, voters, estimates)
+        result_of = assess(ontology, voters, _size(item), weights=weights)
         if redundancy is None:
             threshold = ontology.threshold_for(
                 sorted({o["label"] for o in result_of.objects}), campaign.agreement_threshold
@@ -133,7 +138,7 @@ class ItemActivities:
             method = "majority_vote" if ontology.is_classification else "consensus"
         else:
             threshold = redundancy.target_confidence
-            result_of, confidence = _adaptive_consensus(ontology, responses, estimates, result_of)
+            result_of, confidence = _adaptive_consensus(ontology, voters, estimates, result_of)
             decision = redundancy_decision(
                 confidence,
                 len(responses),
@@ -151,8 +156,8 @@ class ItemActivities:
                 "agreement": result_of.agreement,
                 "threshold": threshold,
                 "tie": result_of.tie,
-                "responses": [r.id for r in responses],
-                "annotators": [r.annotator_id for r in responses],
+                "responses": [r.id for r in voters],
+                "annotators": [r.annotator_id for r in voters],
                 **(
                     {"confidence": confidence, "decision": decision, "weights": weights}
                     if redundancy is not None or weights

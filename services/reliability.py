@@ -30,7 +30,16 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import AnnotatorQuality, Assignment, Campaign, Consensus, Item, Response, utcnow
+from db.models import (
+    AnnotatorQuality,
+    Assignment,
+    Campaign,
+    Consensus,
+    Item,
+    Prelabel,
+    Response,
+    utcnow,
+)
 from quality.adaptive import smoothed_accuracy, vote_weight
 from quality.dawid_skene import DEFAULT_METHOD, DawidSkene, make_aggregator
 from schemas.campaign_spec import ReliabilitySpec
@@ -65,8 +74,10 @@ def reliability_of(campaign: Campaign) -> ReliabilitySpec | None:
 
 
 def uses_reliability(campaign: Campaign) -> bool:
-    """Gold, rules or adaptive redundancy: the campaign keeps a reliability model."""
-    return any(campaign.spec.get(k) for k in ("gold", "reliability", "redundancy"))
+    """Gold, rules, adaptive redundancy or a voting model: the campaign keeps a reliability
+    model."""
+    voting_model = (campaign.spec.get("prelabels") or {}).get("mode") == "voter"
+    return voting_model or any(campaign.spec.get(k) for k in ("gold", "reliability", "redundancy"))
 
 
 async def weights_for(
@@ -154,6 +165,21 @@ async def refit(session: AsyncSession, campaign: Campaign) -> dict[str, Estimate
         )
     ).all()
     answers = [_Answer(r.item_id, r.annotator_id, r.body, r.gold_score) for r in rows]
+    if (campaign.spec.get("prelabels") or {}).get("mode") == "voter":
+        # The model's predictions on the images people answered: its reliability is learned
+        # from the same evidence as theirs.
+        answered = {a.item_id for a in answers}
+        answers += [
+            _Answer(item_id, f"{MODEL_PREFIX}{model}", body, None)
+            for item_id, model, body in (
+                await session.execute(
+                    select(Prelabel.item_id, Prelabel.model, Prelabel.body).where(
+                        Prelabel.campaign_id == campaign.id
+                    )
+                )
+            ).all()
+            if item_id in answered
+        ]
     single_label = ontology.is_classification and not ontology.multi_label
     if single_label:
         gold = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -292,3 +293,43 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
     escalated = await _entries(p, cid, "item.escalated")
     assert sorted(e.item_id or "" for e in escalated) == [f"{cid}-4", f"{cid}-5"]
     assert all(e.details["confidence"] < 0.9 for e in escalated)
+
+
+async def test_a_voting_model_is_one_more_voter_that_never_fills_a_slot(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    images = generate_images(p.tmp / "images", 2)
+    wrong = {"circle": "square", "square": "triangle", "triangle": "circle"}
+    predictions = p.tmp / "predictions.jsonl"
+    predictions.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "file_name": image.path.name,
+                    "objects": [
+                        {"type": "tag", "label": image.label if n == 0 else wrong[image.label]}
+                    ],
+                }
+            )
+            for n, image in enumerate(images)
+        )
+    )
+    cid = await p.launch(
+        images=2,
+        annotators_per_image=1,
+        agreement_threshold=1.0,
+        prelabels={"file": str(predictions), "mode": "voter", "model": "resnet"},
+        review_timeout="2s",
+    )
+    (person,) = await p.people([1.0])
+    assert await annotate_until_empty(p.http, person, cid, p.truth) == 2  # one slot each
+    result = await p.result(cid, within=60)
+    # The model agrees on image 0 (finalized) and contradicts the person on image 1 (a tie:
+    # review, timed out here to the person's answer by order).
+    assert (result.counts.agreed, result.counts.review_timed_out) == (1, 1)
+    computed = {e.item_id: e for e in await _entries(p, cid, "agreement.computed")}
+    for n in range(2):
+        assert computed[f"{cid}-{n}"].details["annotators"] == [person.id, "model:resnet"]
+    assert computed[f"{cid}-0"].details["agreement"] == 1.0
+    assert computed[f"{cid}-1"].details["tie"] is True
