@@ -1,0 +1,67 @@
+"""The reliability model's fits, without a database: who looks reliable, and how much."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from schemas.campaign_spec import ReliabilitySpec
+from services.reliability import Estimate, _Answer, _fit_classes, _fit_scores, model_verdict
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _crowd(seed: int = 3) -> tuple[list[_Answer], dict[str, str]]:
+    rng = random.Random(seed)
+    truth = {f"t{n}": rng.choice(CLASSES) for n in range(60)}
+    answers = []
+    for task, label in truth.items():
+        for worker in ("good-1", "good-2", "good-3"):
+            said = label if rng.random() < 0.9 else rng.choice(CLASSES)
+            answers.append(_Answer(task, worker, {"objects": [{"label": said}]}, None))
+        answers.append(_Answer(task, "spammer", {"objects": [{"label": "cat"}]}, None))
+    return answers, truth
+
+
+def test_dawid_skene_sees_the_spammer_and_weighs_them_at_zero() -> None:
+    answers, _ = _crowd()
+    estimates = _fit_classes(answers, CLASSES, gold={})
+    assert set(estimates) == {"good-1", "good-2", "good-3", "spammer"}
+    for worker in ("good-1", "good-2", "good-3"):
+        assert estimates[worker].accuracy > 0.85 and estimates[worker].weight > 1.5
+    # Always "cat": right on the cats only (about a third), below chance-adjusted usefulness.
+    assert estimates["spammer"].accuracy < 0.5
+    assert estimates["spammer"].evidence == 60
+    rules = ReliabilitySpec(min_accuracy=0.6, min_evidence=20)
+    assert model_verdict(estimates["spammer"], rules) is not None
+    assert model_verdict(estimates["good-1"], rules) is None
+
+
+def test_gold_is_clamped_so_a_lone_answer_on_gold_counts_against_its_author() -> None:
+    answers = [
+        _Answer(f"g{n}", "newcomer", {"objects": [{"label": "dog"}]}, None) for n in range(8)
+    ]
+    estimates = _fit_classes(answers, CLASSES, gold={f"g{n}": "cat" for n in range(8)})
+    # Every gold item missed: at chance (1/3) or below, the prior keeps it off zero; no weight.
+    assert estimates["newcomer"].accuracy < 0.35 and estimates["newcomer"].weight == 0.0
+    without_gold = _fit_classes(answers, CLASSES, gold={})
+    # Alone, nothing contradicts them: the same answers look better without the gold.
+    assert without_gold["newcomer"].accuracy > estimates["newcomer"].accuracy + 0.05
+
+
+def test_few_answers_are_not_trusted_fully() -> None:
+    estimates = _fit_scores({"lucky": [1.0], "steady": [1.0] * 30, "poor": [0.1] * 30})
+    assert estimates["lucky"].accuracy < estimates["steady"].accuracy < 1.0
+    assert estimates["poor"].accuracy < 0.2
+    assert estimates["lucky"].evidence == 1 and estimates["steady"].evidence == 30
+    assert estimates["steady"].weight == estimates["steady"].accuracy
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "evidence", "judged"), [(0.5, 4, False), (0.5, 5, True), (0.7, 50, False)]
+)
+def test_the_model_rule_needs_enough_evidence(accuracy: float, evidence: int, judged: bool) -> None:
+    rules = ReliabilitySpec(min_accuracy=0.6, min_evidence=5)
+    verdict = model_verdict(Estimate(accuracy, 0.0, evidence), rules)
+    assert (verdict is not None) == judged
