@@ -479,6 +479,10 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+def _fewer(reduction: float) -> str:
+    return f"{reduction:.1%} fewer" if reduction >= 0 else f"{-reduction:.1%} more"
+
+
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     lines = []
     for name, r in results.items():
@@ -493,7 +497,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         for e in r["adaptive"]:
             c = e["comparison"]
             versus = (
-                f"k_ref={c['k_ref']}: {c['reduction']:.1%} fewer"
+                f"k_ref={c['k_ref']}: {_fewer(c['reduction'])}"
                 if c["k_ref"] is not None
                 else "less accurate than fixed k=1"
             )
@@ -633,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "the adaptive run is less accurate than fixed k=1"
         else:
             verdict = (
-                f"{s['reduction']:.1%} fewer answers than fixed k={s['k_ref']} -> goal "
+                f"{_fewer(s['reduction'])} answers than fixed k={s['k_ref']} -> goal "
                 f"{'met' if s['goal_met'] else 'MISSED'}"
             )
         note = "" if s["meaningful"] else " (not meaningful: too few answers per task)"
