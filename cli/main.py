@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     prelabels.set_defaults(func=run_prelabels)
 
     consensus = sub.add_parser(
-        "consensus", help="infer one label per task from a task,worker,label CSV"
+        "consensus",
+        help="infer one label per task from a task,worker,label CSV (or geometry from JSON Lines)",
     )
     add_consensus_arguments(consensus)
     consensus.set_defaults(func=_cmd_consensus)
