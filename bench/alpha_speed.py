@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import krippendorff
 import numpy as np
 
-from bench.results_dir import results_dir
+from bench.results_dir import load_average, machine, results_dir
 from quality import krippendorff_alpha, krippendorff_alpha_nominal_matrix
 
 RESULTS = results_dir()
@@ -37,18 +34,6 @@ LAYOUTS = [
     ("10 coders, 10% missing", 10, 0.1),
     ("100 coders, 10% missing", 100, 0.1),
 ]
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "numpy": version("numpy"),
-        "krippendorff": version("krippendorff"),
-    }
 
 
 def reliability_data(coders: int, missing: float, seed: int = 0) -> np.ndarray:
@@ -77,6 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m bench.alpha_speed", description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
+    load_at_start = load_average()
     rows = []
     for name, coders, missing in LAYOUTS:
         data = reliability_data(coders, missing)
@@ -112,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
             ["python -m bench.alpha_speed", *(sys.argv[1:] if argv is None else argv)]
         ),
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": machine(),
+        "machine": machine("numpy", "krippendorff", load_at_start=load_at_start),
         "runs_per_timing": args.runs,
         "results": rows,
         "all_agree_to_1e-9": all(r["abs_difference"] <= 1e-9 for r in rows),

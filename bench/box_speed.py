@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bench.results_dir import results_dir
+from bench.results_dir import load_average, machine, results_dir
 from quality import Annotation, ClassSpec, ResponseObjects, object_consensus, object_item_agreement
 from quality.geometry_consensus import assess_item
 
@@ -38,19 +34,6 @@ ANNOTATORS = 3
 BOXES = 5
 CHUNK = 2_000
 TARGET_SECONDS = 30.0
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "numpy": version("numpy"),
-        "scipy": version("scipy"),
-        "shapely": version("shapely"),
-    }
 
 
 def numpy_op_us() -> float:
@@ -139,7 +122,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args(argv)
     n = args.items
-    load_before = os.getloadavg()[0]
+    load_at_start = load_average()
     calibration_before = numpy_op_us()
 
     single = run_chunks(0, n, "assess")
@@ -163,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
             ["python -m bench.box_speed", *(sys.argv[1:] if argv is None else argv)]
         ),
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": machine(),
+        "machine": machine("numpy", "scipy", "shapely", load_at_start=load_at_start),
         "workload": {
             "items": n,
             "annotators_per_item": ANNOTATORS,
@@ -173,7 +156,6 @@ def main(argv: list[str] | None = None) -> Path:
             "noise_px": 2.0,
         },
         "target_seconds": TARGET_SECONDS,
-        "load_average_1m_before": load_before,
         "numpy_op_us_before_and_after": [
             round(calibration_before, 3),
             round(numpy_op_us(), 3),

@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.results_dir import results_dir
+from bench.results_dir import load_average, machine, results_dir
 from quality import (
     Annotation,
     ClassSpec,
@@ -67,17 +64,6 @@ IMAGE = {
     "polyline": (512, 512),
 }
 BASE_SIGMA = {"box": 4.0, "polygon": 3.0, "mask": 2.0, "keypoints": 4.0, "polyline": 4.0}
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "numpy": version("numpy"),
-        "scipy": version("scipy"),
-        "shapely": version("shapely"),
-    }
 
 
 # --- truth and noisy copies, per type --------------------------------------------------------
@@ -229,6 +215,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
+    load_at_start = load_average()
     results = {kind: evaluate(kind, args.items, args.seed + k) for k, kind in enumerate(CLASSES)}
     out = {
         "benchmark": "consensus_quality",
@@ -236,7 +223,7 @@ def main(argv: list[str] | None = None) -> Path:
             ["python -m bench.consensus_quality", *(sys.argv[1:] if argv is None else argv)]
         ),
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": machine(),
+        "machine": machine("numpy", "scipy", "shapely", load_at_start=load_at_start),
         "setup": {
             "objects_per_item": OBJECTS_PER_ITEM,
             "annotators": len(NOISE_SCALES),

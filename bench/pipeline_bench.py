@@ -6,30 +6,32 @@ One run:
    same bound on workflows in flight as a campaign;
 3. the pipeline: a campaign of N images, k = 3 simulated annotators who answer at once through
    the API, run by P worker processes (``quorum worker``, separate OS processes);
-4. counts, not times: history events and workflow tasks per image, for an agreed image and
-   for one that went to review, and the campaign workflow's events per image;
+4. counts, not times: history events, workflow tasks, activities and signals per image, for an
+   agreed image and for one that went to review, and the campaign workflow's share per image;
 5. the peak memory (VmHWM) of each worker process.
 
-Writes ``bench/results/pipeline-<db>-<N>-p<P>.json``.
+Writes ``bench/results/pipeline-<db>-<N>-p<P>.json``; ``python -m bench.curves`` assembles the
+scale and process curves from those files.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import platform
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -37,7 +39,7 @@ from temporalio.worker import Worker
 
 from api.app import create_app
 from bench.floor_workflow import FloorWorkflow
-from bench.results_dir import results_dir
+from bench.results_dir import invoked_by, load_average, machine, results_dir
 from db.migrate import upgrade_database
 from infra.devstack import PostgresServer, TemporalDevServer, free_port
 from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSettings
@@ -51,22 +53,15 @@ from simulation.crowd import (
 )
 from simulation.images import generate_images
 
-RESULTS = results_dir()
 REPO = Path(__file__).resolve().parents[1]
 K = 3
 WINDOW = 256
 OPERATOR = "bench-operator"
+# What the pipeline's JSON records about the software under test.
+PACKAGES = ("temporalio", "sqlalchemy", "asyncpg", "aiosqlite", "fastapi", "temporal-cli")
+WORKER = ("-m", "cli.main", "worker")
 
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "temporalio": version("temporalio"),
-        "sqlalchemy": version("sqlalchemy"),
-        "temporal_cli": "v1.5.1",
-    }
+AsgiApp = Callable[..., Awaitable[None]]
 
 
 async def run_floor(client: Client, images: int) -> float:
@@ -89,7 +84,7 @@ async def run_floor(client: Client, images: int) -> float:
         return images / (time.perf_counter() - started)
 
 
-def _worker_env(settings: Settings) -> dict[str, str]:
+def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "QUORUM_HOME": str(settings.home),
@@ -97,17 +92,25 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "QUORUM_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
         "QUORUM_DATABASE__URL": settings.database_url,
         "QUORUM_STORE__LOCAL_ROOT": str(settings.home / "data"),
+        **(extra or {}),
     }
 
 
-def _start_workers(settings: Settings, processes: int, log: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    settings: Settings,
+    processes: int,
+    log: Path,
+    *,
+    command: Sequence[str] = WORKER,
+    env: dict[str, str] | None = None,
+) -> list[subprocess.Popen[bytes]]:
     """`quorum worker` processes, configured only through the environment, like production."""
     with log.open("ab") as out:
         return [
             subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "worker"],
+                [sys.executable, *command],
                 cwd=REPO,
-                env=_worker_env(settings),
+                env=worker_env(settings, env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -115,39 +118,119 @@ def _start_workers(settings: Settings, processes: int, log: Path) -> list[subpro
         ]
 
 
-def _peak_rss_mb(pid: int) -> float | None:
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(60)
+
+
+def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+                return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
 
 
-async def _history_counts(client: Client, workflow_id: str) -> dict[str, int]:
-    events = tasks = runs = 0
+async def history_counts(client: Client, workflow_id: str) -> dict[str, int]:
+    """Events, workflow tasks, activities, signals and bytes over every run of a workflow."""
+    totals = dict.fromkeys(
+        ("events", "workflow_tasks", "activities", "signals", "bytes", "largest_event_bytes"), 0
+    )
+    totals["runs"] = 0
     async for run in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
         history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
-        runs += 1
-        events += len(history.events)
-        tasks += sum(
-            1 for e in history.events if e.HasField("workflow_task_completed_event_attributes")
-        )
-    return {"events": events, "workflow_tasks": tasks, "runs": runs}
+        totals["runs"] += 1
+        for e in history.events:
+            size = e.ByteSize()
+            totals["events"] += 1
+            totals["bytes"] += size
+            totals["largest_event_bytes"] = max(totals["largest_event_bytes"], size)
+            if e.HasField("workflow_task_completed_event_attributes"):
+                totals["workflow_tasks"] += 1
+            elif e.HasField("activity_task_scheduled_event_attributes"):
+                totals["activities"] += 1
+            elif e.HasField("workflow_execution_signaled_event_attributes"):
+                totals["signals"] += 1
+    return totals
+
+
+def per_image(rows: list[dict[str, int]]) -> dict[str, float]:
+    def mean(key: str) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 2)
+
+    return {
+        "history_events": mean("events"),
+        "workflow_tasks": mean("workflow_tasks"),
+        "activities": mean("activities"),
+        "signals": mean("signals"),
+        "history_bytes": mean("bytes"),
+        "largest_event_bytes": max(r["largest_event_bytes"] for r in rows),
+    }
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    client: Client
+
+
+@contextlib.asynccontextmanager
+async def pipeline_stack(db: str) -> AsyncIterator[Stack]:
+    """A fresh Temporal dev server (and PostgreSQL for ``db="postgres"``), migrated, in a
+    temporary directory that is removed afterwards."""
+    pg_dir = Path(tempfile.mkdtemp(prefix="quorum-bench-pg-")) if db == "postgres" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmp:
+            home = Path(tmp)
+            server = TemporalDevServer(
+                home / "temporal", port=free_port(), ui_port=free_port(), headless=True
+            )
+            pg = PostgresServer(pg_dir, port=free_port(), durable=False) if pg_dir else None
+            with server, pg if pg is not None else contextlib.nullcontext():
+                url = (
+                    pg.create_database("bench")
+                    if pg is not None
+                    else f"sqlite+aiosqlite:///{home / 'bench.db'}"
+                )
+                settings = Settings(
+                    environment="test",
+                    home=home,
+                    temporal=TemporalSettings(
+                        address=server.address, task_queue=f"bench-{uuid.uuid4().hex[:8]}"
+                    ),
+                    database=DatabaseSettings(url=url),
+                    api=ApiSettings(operator_token=OPERATOR),
+                )
+                await upgrade_database(settings.database_url)
+                yield Stack(settings=settings, client=await connect(settings.temporal))
+    finally:
+        if pg_dir is not None:
+            shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 async def run_campaign(
-    settings: Settings, images: int, *, annotators: int, contrarian: bool = False
+    settings: Settings,
+    images: int,
+    *,
+    annotators: int,
+    contrarian: bool = False,
+    wrap_app: Callable[[AsgiApp], AsgiApp] | None = None,
+    around: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> tuple[str, float, CampaignResult]:
     """Launch a campaign through the API and let the crowd answer; returns its id, time,
-    and result. A contrarian crowd disagrees on every image (the review path)."""
+    and result. A contrarian crowd disagrees on every image (the review path). ``wrap_app``
+    wraps the API (instrumentation); ``around`` is entered for exactly the timed part."""
     labeled = generate_images(settings.home / f"images-{uuid.uuid4().hex[:6]}", images, size=32)
     app = create_app(settings=settings)
+    served: AsgiApp = wrap_app(app) if wrap_app else app
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120
+            transport=httpx.ASGITransport(app=served), base_url="http://bench", timeout=120
         ) as http,
     ):
         crowd = []
@@ -173,108 +256,68 @@ async def run_campaign(
             "review_timeout": "10m",
             "window": WINDOW,
         }
-        started = time.perf_counter()
-        r = await http.post(
-            "/campaigns", json=spec, headers={"Authorization": f"Bearer {OPERATOR}"}
-        )
-        r.raise_for_status()
-        cid = r.json()["id"]
-        truth = {f"{cid}-{n}": img.label for n, img in enumerate(labeled)}
-        done = asyncio.Event()
-        work = [
-            asyncio.create_task(
-                annotate_until_empty(http, a, cid, truth, until=done, idle_sleep=0.02)
+        async with around() if around else contextlib.nullcontext():
+            started = time.perf_counter()
+            r = await http.post(
+                "/campaigns", json=spec, headers={"Authorization": f"Bearer {OPERATOR}"}
             )
-            for a in crowd
-        ]
-        if experts:
-            work.append(
+            r.raise_for_status()
+            cid = r.json()["id"]
+            truth = {f"{cid}-{n}": img.label for n, img in enumerate(labeled)}
+            done = asyncio.Event()
+            work = [
                 asyncio.create_task(
-                    review_until_done(http, experts[0]["token"], cid, truth, stop=done, poll=0.1)
+                    annotate_until_empty(http, a, cid, truth, until=done, idle_sleep=0.02)
                 )
-            )
-        client = await connect(settings.temporal)
-        result = await client.get_workflow_handle(
-            campaign_workflow_id(cid), result_type=CampaignResult
-        ).result()
-        elapsed = time.perf_counter() - started
-        done.set()
-        await asyncio.gather(*work)
+                for a in crowd
+            ]
+            if experts:
+                work.append(
+                    asyncio.create_task(
+                        review_until_done(
+                            http, experts[0]["token"], cid, truth, stop=done, poll=0.1
+                        )
+                    )
+                )
+            client = await connect(settings.temporal)
+            result = await client.get_workflow_handle(
+                campaign_workflow_id(cid), result_type=CampaignResult
+            ).result()
+            elapsed = time.perf_counter() - started
+            done.set()
+            await asyncio.gather(*work)
     return cid, elapsed, result
 
 
 async def run_pipeline_bench(
     images: int, *, processes: int = 1, db: str = "sqlite", annotators: int = 6
 ) -> Path:
-    with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmp:
-        home = Path(tmp)
-        server = TemporalDevServer(
-            home / "temporal", port=free_port(), ui_port=free_port(), headless=True
-        )
-        pg = (
-            PostgresServer(
-                Path(tempfile.mkdtemp(prefix="quorum-bench-pg-")), port=free_port(), durable=False
+    load_at_start = load_average()
+    async with pipeline_stack(db) as stack:
+        settings, client = stack.settings, stack.client
+        floor = await run_floor(client, images)
+        workers = start_workers(settings, processes, settings.home / "workers.log")
+        try:
+            cid, elapsed, result = await run_campaign(settings, images, annotators=annotators)
+            rss = [peak_rss_mb(w.pid) for w in workers]
+            review_cid, _, _ = await run_campaign(
+                settings, 4, annotators=annotators, contrarian=True
             )
-            if db == "postgres"
-            else None
-        )
-        with server:
-            if pg is not None:
-                pg.start()
-            try:
-                url = (
-                    pg.create_database("bench")
-                    if pg is not None
-                    else f"sqlite+aiosqlite:///{home / 'bench.db'}"
-                )
-                settings = Settings(
-                    environment="test",
-                    home=home,
-                    temporal=TemporalSettings(
-                        address=server.address, task_queue=f"bench-{uuid.uuid4().hex[:8]}"
-                    ),
-                    database=DatabaseSettings(url=url),
-                    api=ApiSettings(operator_token=OPERATOR),
-                )
-                await upgrade_database(settings.database_url)
-                client = await connect(settings.temporal)
-                floor = await run_floor(client, images)
-
-                workers = _start_workers(settings, processes, home / "workers.log")
-                try:
-                    cid, elapsed, result = await run_campaign(
-                        settings, images, annotators=annotators
-                    )
-                    rss = [_peak_rss_mb(w.pid) for w in workers]
-                    review_cid, _, _ = await run_campaign(
-                        settings, 4, annotators=annotators, contrarian=True
-                    )
-                finally:
-                    for w in workers:
-                        w.send_signal(signal.SIGTERM)
-                    for w in workers:
-                        w.wait(30)
-
-                sample = range(0, images, max(1, images // 10))
-                agreed = [await _history_counts(client, item_workflow_id(cid, n)) for n in sample]
-                reviewed = [
-                    await _history_counts(client, item_workflow_id(review_cid, n)) for n in range(4)
-                ]
-                campaign = await _history_counts(client, campaign_workflow_id(cid))
-            finally:
-                if pg is not None:
-                    pg.stop()
-
-    def mean(rows: list[dict[str, int]], key: str) -> float:
-        return round(sum(r[key] for r in rows) / len(rows), 2)
+        finally:
+            stop_workers(workers)
+        sample = range(0, images, max(1, images // 10))
+        agreed = [await history_counts(client, item_workflow_id(cid, n)) for n in sample]
+        reviewed = [await history_counts(client, item_workflow_id(review_cid, n)) for n in range(4)]
+        campaign = await history_counts(client, campaign_workflow_id(cid))
 
     pipeline_rate = images / elapsed
     out = {
         "benchmark": "pipeline",
         "at": datetime.now(UTC).isoformat(),
-        "machine": machine(),
+        "machine": machine(*PACKAGES, load_at_start=load_at_start),
         "command": f"python -m bench.pipeline_bench --images {images} --processes {processes} "
         f"--db {db}",
+        "invoked_by": invoked_by(),
         "config": {
             "images": images,
             "annotators_per_image": K,
@@ -287,27 +330,22 @@ async def run_pipeline_bench(
         "results": {
             "seconds": round(elapsed, 3),
             "images_per_second": round(pipeline_rate, 2),
+            "ms_per_image": round(elapsed / images * 1000, 2),
             "floor_images_per_second": round(floor, 2),
             "ratio_to_floor": round(pipeline_rate / floor, 3),
             "finished": result.counts.finished,
             "campaign_runs": result.generations + 1,
             "per_image": {
-                "agreed": {
-                    "history_events": mean(agreed, "events"),
-                    "workflow_tasks": mean(agreed, "workflow_tasks"),
-                },
-                "review": {
-                    "history_events": mean(reviewed, "events"),
-                    "workflow_tasks": mean(reviewed, "workflow_tasks"),
-                },
+                "agreed": per_image(agreed),
+                "review": per_image(reviewed),
                 "campaign_events": round(campaign["events"] / images, 2),
                 "campaign_workflow_tasks": round(campaign["workflow_tasks"] / images, 3),
+                "campaign_activities": round(campaign["activities"] / images, 3),
             },
             "worker_peak_rss_mb": rss,
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"pipeline-{db}-{images}-p{processes}.json"
+    path = results_dir() / f"pipeline-{db}-{images}-p{processes}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     return path
 

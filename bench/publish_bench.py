@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.results_dir import results_dir
+from bench.results_dir import load_average, machine, results_dir
 from infra.devstack import MinioServer, free_port
 from storage import (
     PublishRequest,
@@ -57,15 +54,6 @@ ONTOLOGY: dict[str, Any] = {
     ],
     "multi_label": True,
 }
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "boto3": version("boto3"),
-    }
 
 
 def _box(rng: random.Random, label: str) -> dict[str, Any]:
@@ -195,6 +183,7 @@ def _publish(
 def run_publish_bench(
     items: int, *, changed: float = 0.01, shard_size: int = 10_000, seed: int = 7
 ) -> dict[str, Any]:
+    load_at_start = load_average()
     rng = random.Random(seed)
     records = [synthetic_record(i, "cmp_a", rng) for i in range(items)]
     label_json_bytes = sum(len(json.dumps(r)) for r in records)
@@ -232,7 +221,7 @@ def run_publish_bench(
     return {
         "benchmark": "publish",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine("boto3", load_at_start=load_at_start),
         "config": {
             "items": items,
             "changed_fraction": changed,

@@ -5,6 +5,8 @@ The names re-exported here are the package's public API; the modules' other name
 
 from quality.adaptive import (
     Decision,
+    confusion_posterior,
+    expected_confidence_gain,
     one_coin_posterior,
     redundancy_decision,
     smoothed_accuracy,
@@ -39,6 +41,8 @@ __all__ = [
     "MajorityVote",
     "Vote",
     "cohen_kappa",
+    "confusion_posterior",
+    "expected_confidence_gain",
     "fleiss_kappa",
     "item_agreement",
     "jaccard",

@@ -39,6 +39,8 @@ import numpy as np
 __all__ = [
     "ACCURACY_CLIP",
     "Decision",
+    "confusion_posterior",
+    "expected_confidence_gain",
     "one_coin_posterior",
     "redundancy_decision",
     "smoothed_accuracy",
@@ -142,6 +144,146 @@ def one_coin_posterior(
     scaled = np.exp(log_joint - log_joint.max())
     posterior = scaled / scaled.sum()
     return dict(zip(classes, posterior.tolist(), strict=True))
+
+
+def _log_prior(prior: Sequence[float] | None, n_classes: int) -> np.ndarray:
+    if prior is None:
+        return np.zeros(n_classes)
+    weights = np.asarray(prior, dtype=np.float64)
+    if weights.shape != (n_classes,):
+        raise ValueError(f"prior must have one value per class ({n_classes}), got {len(prior)}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"prior values must be finite and >= 0, got {list(prior)}")
+    total = float(weights.sum())
+    if total <= 0:
+        raise ValueError("prior values sum to zero: no class is possible")
+    with np.errstate(divide="ignore"):
+        return np.log(weights / total)
+
+
+def confusion_posterior(
+    labels: Sequence[str],
+    confusions: Sequence[Sequence[Sequence[float]]],
+    classes: Sequence[str],
+    prior: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """The posterior of an item's true class under the Dawid-Skene (confusion-matrix) model.
+
+        P(z = c | l) ∝ rho_c * prod_i pi_i[c, l_i],
+
+    with ``pi_i`` the confusion matrix of the annotator who answered ``l_i`` (row = true class,
+    column = answered class). Unlike `one_coin_posterior`, an annotator may be reliable on one
+    class and poor on another, and may confuse two particular classes: an answer for a class
+    that the annotator also gives often on other classes weighs less. With every ``pi_i`` the
+    one-coin matrix (``a_i`` on the diagonal, ``(1 - a_i) / (K - 1)`` elsewhere) it equals
+    `one_coin_posterior`.
+
+    Args:
+        labels: the answers, one class name per annotator.
+        confusions: ``confusions[i]`` is the ``K x K`` confusion matrix of the annotator who
+            answered ``labels[i]``, rows and columns in ``classes`` order. Rows are normalized
+            here (they need not sum to 1, but must be finite, >= 0 and not all zero). Entries
+            are floored at `ACCURACY_CLIP` (after normalizing) so that one answer never makes
+            a class impossible.
+        classes: the classes, in the order of the result's keys (at least two, no repeats).
+        prior: optional class probabilities ``rho_c`` aligned with ``classes`` (non-negative,
+            normalized here); the default is uniform.
+
+    Returns:
+        ``{class: probability}`` in ``classes`` order, summing to 1; the normalized prior when
+        there are no answers.
+
+    Raises:
+        ValueError: fewer than two classes or a repeated class; ``labels`` and ``confusions``
+            of different lengths; a label not in ``classes``; a matrix that is not ``K x K``,
+            has a negative or non-finite entry, or a row summing to zero; a bad prior (as in
+            `one_coin_posterior`).
+    """
+    n_classes = len(classes)
+    if n_classes < 2:
+        raise ValueError(f"the model needs at least two classes, got {n_classes}")
+    index = {name: position for position, name in enumerate(classes)}
+    if len(index) != n_classes:
+        raise ValueError(f"classes repeat: {list(classes)}")
+    if len(labels) != len(confusions):
+        raise ValueError(
+            f"labels and confusions must have the same length, got {len(labels)} and "
+            f"{len(confusions)}"
+        )
+    log_joint = _log_prior(prior, n_classes)
+    for i, (label, matrix) in enumerate(zip(labels, confusions, strict=True)):
+        try:
+            code = index[label]
+        except KeyError:
+            raise ValueError(
+                f"label {label!r} (answer {i}) is not one of the classes {list(classes)}"
+            ) from None
+        pi = np.asarray(matrix, dtype=np.float64)
+        if pi.shape != (n_classes, n_classes):
+            raise ValueError(
+                f"confusion matrix {i} must be {n_classes} x {n_classes}, got shape {pi.shape}"
+            )
+        if not np.all(np.isfinite(pi)) or np.any(pi < 0):
+            raise ValueError(f"confusion matrix {i} has a negative or non-finite entry")
+        rows = pi.sum(axis=1)
+        if np.any(rows <= 0):
+            raise ValueError(f"confusion matrix {i} has a row summing to zero")
+        column = np.maximum(pi[:, code] / rows, ACCURACY_CLIP)
+        log_joint = log_joint + np.log(column)
+    scaled = np.exp(log_joint - log_joint.max())
+    posterior = scaled / scaled.sum()
+    return dict(zip(classes, posterior.tolist(), strict=True))
+
+
+def expected_confidence_gain(
+    posterior: Sequence[float], confusion: Sequence[Sequence[float]], answers: int = 1
+) -> float:
+    """How much ``answers`` more answers are expected to raise the confidence of the decision.
+
+        gain = sum_{k_1..k_h} max_c p_c prod_j pi[c, k_j] - max_c p_c,   h = answers,
+
+    with ``p`` the current posterior and ``pi`` the confusion matrix (row = true class) of the
+    next annotators, e.g. the population average when who answers next is unknown. The first
+    term is the expected probability that the decision taken after the ``h`` answers is right
+    (the answers ``k_1..k_h`` have probability ``sum_c p_c prod_j pi[c, k_j]``), the second
+    the probability that the current decision is right: the value of information of ``h``
+    answers, in accuracy (the expected confidence after them minus the confidence now). It is
+    ``>= 0``, and it is exactly 0 when no possible sequence of ``h`` answers can change the
+    leading class (then the expected posterior of that class after them is its current
+    value, a martingale).
+
+    Args:
+        posterior: the current class probabilities (normalized here).
+        confusion: a ``K x K`` matrix, rows normalized here.
+        answers: the look-ahead ``h`` (``>= 1``); the cost grows as ``K ** h``.
+
+    Raises:
+        ValueError: mismatched shapes, negative or non-finite values, a zero row or total, or
+            ``answers < 1``.
+    """
+    if answers < 1:
+        raise ValueError(f"answers must be >= 1, got {answers}")
+    p = np.asarray(posterior, dtype=np.float64)
+    pi = np.asarray(confusion, dtype=np.float64)
+    n_classes = p.shape[0] if p.ndim == 1 else -1
+    if p.ndim != 1 or n_classes < 2 or pi.shape != (n_classes, n_classes):
+        raise ValueError(
+            f"posterior must have K >= 2 values and confusion be K x K, got shapes {p.shape} "
+            f"and {pi.shape}"
+        )
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(pi))) or np.any(p < 0) or np.any(pi < 0):
+        raise ValueError("posterior and confusion must be finite and >= 0")
+    rows = pi.sum(axis=1)
+    if p.sum() <= 0 or np.any(rows <= 0):
+        raise ValueError("the posterior and every confusion row must have a positive total")
+    p = p / p.sum()
+    pi = pi / rows[:, None]
+    # sequences[c, s]: P(the h answers are sequence s | z = c), sequences in row-major order.
+    sequences = np.ones((n_classes, 1))
+    for _ in range(answers):
+        sequences = (sequences[:, :, None] * pi[:, None, :]).reshape(n_classes, -1)
+    joint = p[:, None] * sequences  # P(z = c, the answers are s)
+    return max(0.0, float(joint.max(axis=0).sum() - p.max()))
 
 
 def vote_weight(accuracy: float, n_classes: int) -> float:

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quality import (
+    confusion_posterior,
+    expected_confidence_gain,
     one_coin_posterior,
     redundancy_decision,
     smoothed_accuracy,
@@ -348,3 +350,153 @@ def test_smoothed_accuracy_lies_between_prior_and_share(
     value = smoothed_accuracy(correct, total, prior_accuracy)
     share = correct / total if total else prior_accuracy
     assert min(share, prior_accuracy) - 1e-12 <= value <= max(share, prior_accuracy) + 1e-12
+
+
+# --- confusion_posterior ----------------------------------------------------------------------
+
+
+def _one_coin_matrix(accuracy: float, n_classes: int) -> list[list[float]]:
+    off = (1.0 - accuracy) / (n_classes - 1)
+    return [[accuracy if r == c else off for c in range(n_classes)] for r in range(n_classes)]
+
+
+def test_confusion_posterior_golden() -> None:
+    # Worker 1 is reliable on x (0.9) but answers x on half the y items; worker 2 is 0.8 / 0.8.
+    # Labels (x, y): x ∝ 0.9 * 0.2 = 0.18, y ∝ 0.5 * 0.8 = 0.4; total 0.58.
+    w1 = [[0.9, 0.1], [0.5, 0.5]]
+    w2 = [[0.8, 0.2], [0.2, 0.8]]
+    got = confusion_posterior(["x", "y"], [w1, w2], ("x", "y"))
+    assert got == pytest.approx({"x": 0.18 / 0.58, "y": 0.4 / 0.58})
+    # With prior (0.25, 0.75): x ∝ 0.045, y ∝ 0.3.
+    got = confusion_posterior(["x", "y"], [w1, w2], ("x", "y"), [1, 3])
+    assert got == pytest.approx({"x": 0.045 / 0.345, "y": 0.3 / 0.345})
+
+
+def test_confusion_posterior_class_dependent_answer_weighs_less() -> None:
+    # An "x" from worker 1 (who says x on half the y items) is weaker evidence than an "x"
+    # from a symmetric worker of the same overall accuracy (0.7).
+    w1 = [[0.9, 0.1], [0.5, 0.5]]
+    assert confusion_posterior(["x"], [w1], ("x", "y"))["x"] == pytest.approx(0.9 / 1.4)
+    assert confusion_posterior(["x"], [_one_coin_matrix(0.7, 2)], ("x", "y"))["x"] == pytest.approx(
+        0.7
+    )
+    # but a "y" from worker 1 is strong evidence for y: 0.5 / 0.6.
+    assert confusion_posterior(["y"], [w1], ("x", "y"))["y"] == pytest.approx(0.5 / 0.6)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(ABC), st.floats(0.0, 1.0)),
+        max_size=12,
+    ),
+    st.none() | st.lists(st.floats(0.01, 10.0), min_size=3, max_size=3),
+)
+def test_confusion_posterior_equals_one_coin_with_one_coin_matrices(
+    answers: list[tuple[str, float]], prior: list[float] | None
+) -> None:
+    labels = [label for label, _ in answers]
+    # Keep accuracies inside the clip, where the two functions floor identically.
+    accuracies = [min(max(a, 0.01), 0.98) for _, a in answers]
+    matrices = [_one_coin_matrix(a, 3) for a in accuracies]
+    expected = one_coin_posterior(labels, accuracies, ABC, prior)
+    got = confusion_posterior(labels, matrices, ABC, prior)
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_confusion_posterior_no_answers_is_the_prior_and_rows_are_normalized() -> None:
+    assert confusion_posterior([], [], ("x", "y"), [3, 1]) == pytest.approx({"x": 0.75, "y": 0.25})
+    assert confusion_posterior([], [], ("x", "y")) == {"x": 0.5, "y": 0.5}
+    # Unnormalized rows: [[9, 1], [2, 8]] is [[0.9, 0.1], [0.2, 0.8]].
+    got = confusion_posterior(["x"], [[[9, 1], [2, 8]]], ("x", "y"))
+    assert got == pytest.approx({"x": 0.9 / 1.1, "y": 0.2 / 1.1})
+
+
+def test_confusion_posterior_zero_entry_is_floored_not_impossible() -> None:
+    # pi[y, x] = 0 would make y impossible after one "x"; the floor keeps it possible.
+    got = confusion_posterior(["x", "y"], [[[1, 0], [0, 1]], [[0.3, 0.7], [0.3, 0.7]]], ("x", "y"))
+    assert 0 < got["y"] < 1e-2
+    assert got["x"] + got["y"] == pytest.approx(1.0)
+
+
+def test_confusion_posterior_does_not_underflow() -> None:
+    matrix = _one_coin_matrix(0.9, 2)
+    got = confusion_posterior(["x"] * 2000 + ["y"] * 1999, [matrix] * 3999, ("x", "y"))
+    assert got["x"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(
+    ("labels", "confusions", "classes", "prior", "match"),
+    [
+        (["x"], [[[1, 0], [0, 1]]], ("x",), None, "at least two classes"),
+        (["x"], [[[1, 0], [0, 1]]], ("x", "x"), None, "repeat"),
+        (["x"], [], ("x", "y"), None, "same length"),
+        (["z"], [[[1, 0], [0, 1]]], ("x", "y"), None, "'z'"),
+        (["x"], [[[1, 0, 0], [0, 1, 0]]], ("x", "y"), None, "2 x 2"),
+        (["x"], [[[1, -0.1], [0, 1]]], ("x", "y"), None, "negative or non-finite"),
+        (["x"], [[[1, math.nan], [0, 1]]], ("x", "y"), None, "negative or non-finite"),
+        (["x"], [[[1, 0], [0, 0]]], ("x", "y"), None, "row summing to zero"),
+        (["x"], [[[1, 0], [0, 1]]], ("x", "y"), [1.0], "one value per class"),
+        (["x"], [[[1, 0], [0, 1]]], ("x", "y"), [0.0, 0.0], "sum to zero"),
+    ],
+)
+def test_confusion_posterior_rejects(
+    labels: list[str],
+    confusions: list[list[list[float]]],
+    classes: tuple[str, ...],
+    prior: list[float] | None,
+    match: str,
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        confusion_posterior(labels, confusions, classes, prior)
+
+
+# --- expected_confidence_gain -----------------------------------------------------------------
+
+
+def test_expected_confidence_gain_golden() -> None:
+    # p = (0.6, 0.4), symmetric 0.8 annotator. Answer x: joint (0.48, 0.08) -> 0.48; answer y:
+    # joint (0.12, 0.32) -> 0.32 (the decision flips to y). 0.48 + 0.32 - 0.6 = 0.2.
+    pi = _one_coin_matrix(0.8, 2)
+    assert expected_confidence_gain([0.6, 0.4], pi) == pytest.approx(0.2)
+    # p = (0.9, 0.1): answer y gives joint (0.18, 0.08), x stays ahead: no answer can change
+    # the decision, the gain is 0.
+    assert expected_confidence_gain([0.9, 0.1], pi) == pytest.approx(0.0, abs=1e-15)
+    # Two answers can: y, y gives joint (0.036, 0.064). Gain = 0.064 - 0.036 = 0.028.
+    assert expected_confidence_gain([0.9, 0.1], pi, 2) == pytest.approx(0.028)
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(lambda p: sum(p) > 0.01),
+    st.lists(st.lists(st.floats(0.01, 1.0), min_size=3, max_size=3), min_size=3, max_size=3),
+    st.integers(1, 3),
+)
+def test_expected_confidence_gain_is_nonnegative_and_grows_with_lookahead(
+    posterior: list[float], confusion: list[list[float]], answers: int
+) -> None:
+    gain = expected_confidence_gain(posterior, confusion, answers)
+    assert 0.0 <= gain <= 1.0
+    assert expected_confidence_gain(posterior, confusion, answers + 1) >= gain - 1e-12
+
+
+def test_expected_confidence_gain_is_zero_when_the_next_answer_cannot_flip() -> None:
+    # Uninformative annotator (identical rows): nothing can change, whatever the posterior.
+    flat = [[0.5, 0.3, 0.2]] * 3
+    assert expected_confidence_gain([0.4, 0.35, 0.25], flat) == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("posterior", "confusion", "answers", "match"),
+    [
+        ([1.0], [[1.0]], 1, "K >= 2"),
+        ([0.5, 0.5], [[1.0, 0.0, 0.0]], 1, "K x K"),
+        ([0.5, -0.5], [[1, 0], [0, 1]], 1, "finite and >= 0"),
+        ([0.5, 0.5], [[1, 0], [0, 0]], 1, "positive total"),
+        ([0.0, 0.0], [[1, 0], [0, 1]], 1, "positive total"),
+        ([0.5, 0.5], [[1, 0], [0, 1]], 0, "answers must be >= 1"),
+    ],
+)
+def test_expected_confidence_gain_rejects(
+    posterior: list[float], confusion: list[list[float]], answers: int, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        expected_confidence_gain(posterior, confusion, answers)
