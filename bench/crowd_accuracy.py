@@ -19,8 +19,17 @@ Also recorded:
   McNemar p-value of that split (how surprising it would be if both were equally accurate).
 * ``s_rel_repeats``: s_rel repeats 1,570 (task, worker) pairs; the accuracies of counting every
   answer against keeping only the first or the last answer of each pair.
-* ``default_sensitivity``: the default's accuracy for neighbouring prior settings and when run
-  to full convergence, to show how much of a difference is noise.
+* ``variants_considered``: every Dawid-Skene setting that was compared when choosing the
+  default (the earlier uniform-guess prior, early stopping at the earlier tolerance, plain EM
+  without SQUAREM, plain maximum likelihood), each with its correct count per dataset and
+  whether it reaches crowd-kit's best on all five; ``variants_explored_in_a_prototype`` lists
+  the ideas that were tried outside the module (not rerun here) and how they fared.
+* ``default_sensitivity``: the default's accuracy for neighbouring prior settings and with a
+  tighter tolerance, to show how much of a difference is noise.
+
+Timing: wall time and process CPU time are both recorded (best of the runs); the machine may be
+shared (its load average is recorded at the start and the end), so compare CPU times, and
+treat either as indicative only.
 
 Run: ``.venv/bin/pip install -e '.[bench]'`` (crowd-kit 1.4.2, scikit-learn < 1.8), then
 ``.venv/bin/python -m bench.crowd_accuracy`` -> ``bench/results/crowd_accuracy.json`` and a
@@ -117,18 +126,20 @@ def load(name: str, root: Path | None = None) -> Dataset:
     )
 
 
-def timed(run: Callable[[], dict[str, int]]) -> tuple[dict[str, int], float]:
-    """``run()``'s result and its best wall time over up to three runs."""
-    start = time.perf_counter()
+def timed(run: Callable[[], dict[str, int]]) -> tuple[dict[str, int], float, float]:
+    """``run()``'s result, and its best wall time and best process CPU time over up to three
+    runs (one when the first took over a second)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = run()
-    best = time.perf_counter() - start
+    best, best_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     for _ in range(2):
         if best > 1.0:
             break
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run()
         best = min(best, time.perf_counter() - start)
-    return result, best
+        best_cpu = min(best_cpu, time.process_time() - cpu_start)
+    return result, best, best_cpu
 
 
 def score(predicted: dict[str, int], truth: dict[str, int]) -> dict[str, Any]:
@@ -164,10 +175,14 @@ def run_method(predict: Callable[[], dict[str, int]], truth: dict[str, int]) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            predicted, seconds = timed(predict)
+            predicted, seconds, cpu_seconds = timed(predict)
     except Exception as exc:  # a crowd-kit method that does not apply: record why
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {**score(predicted, truth), "seconds": round(seconds, 4)}
+    return {
+        **score(predicted, truth),
+        "seconds": round(seconds, 4),
+        "cpu_seconds": round(cpu_seconds, 4),
+    }
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -223,13 +238,69 @@ def evaluate(dataset: Dataset, crowdkit: Sequence[str]) -> dict[str, dict[str, A
     return results
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default: base-rate guesses, run to convergence (SQUAREM)": {},
+    "default without SQUAREM (plain EM, same fixed point)": {"accelerate": False},
+    "base-rate guesses, stopped early (tol=1e-7, plain EM)": {"tol": 1e-7, "accelerate": False},
+    "previous default: uniform guesses, tol=1e-7, plain EM": {
+        "prior_guess": "uniform",
+        "tol": 1e-7,
+        "accelerate": False,
+    },
+    "uniform guesses, run to convergence": {"prior_guess": "uniform"},
+    "plain maximum likelihood (no priors), run to convergence": {
+        "prior_strength": 0.0,
+        "class_prior": 0.0,
+    },
+}
+"""Dawid-Skene settings compared when choosing the default, by what they change."""
+
+PROTOTYPE_VARIANTS: dict[str, Any] = {
+    "note": "tried in a throwaway numpy prototype of the same MAP-EM (2026-11-26), run to "
+    "convergence (tol=1e-10); not rerun by this script. Values: correct tasks minus crowd-kit's "
+    "best per dataset, in the order of 'datasets'. Unless noted, with the uniform-guess prior.",
+    "datasets": list(DATASETS),
+    "results": {
+        "repeated (task, worker) answers weigh 1/m each": [1, 1, -3, 0, -16],
+        "repeated answers weigh 1/m each, base-rate guesses": [1, 1, 1, 0, -15],
+        "prior mean = pooled majority-vote confusion matrix": [1, -1, -1, 0, -23],
+        "empirical-Bayes prior (Dirichlet-multinomial fit)": [0, -10, -11, -2, 46],
+        "variational Bayes, exp E[log pi], same prior": [0, -1, -22, -1, -144],
+        "one-coin prior mean from majority-vote agreement": [1, 0, -4, 0, -15],
+        "start from the prior-mean worker, not majority vote": [1, 0, -3, 0, -13],
+        "same start, base-rate guesses": [1, 1, 1, 0, -14],
+        "prior rows weighted by the current rho, not rho0": [1, 0, -2, 0, -14],
+        "equal prior weight in every row, not by rho0": [1, -1, -10, 0, -22],
+        "prior strength x (K - 1), prior_strength=0.5": [1, 0, 0, 0, 6],
+        "prior_strength 0.2 .. 3.0 by 0.2, d_product": ["0 for <= 0.8, -2 .. -7 above"],
+        "prior_strength 0.2 .. 3.0 by 0.2, s_rel": ["-32 .. +5; >= 0 only for 1.0 .. 1.4"],
+    },
+}
+"""Ideas tried before the module changed, recorded so the choice of the default is visible."""
+
+
+def variants(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for name, hyperparameters in VARIANTS.items():
+        model = DawidSkene(**hyperparameters).fit((dataset.tasks, dataset.workers, dataset.labels))
+        predicted = dict(zip(model.tasks_.tolist(), model.predict().tolist(), strict=True))
+        scored = score(predicted, dataset.truth)
+        found[name] = {
+            "hyperparameters": hyperparameters,
+            "accuracy": scored["accuracy"],
+            "n_correct": scored["n_correct"],
+            "em_steps": model.n_iter_,
+        }
+    return found
+
+
 def sensitivity(dataset: Dataset) -> dict[str, float | None]:
     settings: dict[str, dict[str, float]] = {
         f"prior_strength={s}, prior_diagonal={d}": {"prior_strength": s, "prior_diagonal": d}
         for s in (0.5, 1.0, 2.0)
         for d in (0.6, 0.7, 0.8)
     }
-    settings["defaults, run to convergence (tol=1e-11)"] = {"tol": 1e-11, "max_iter": 5000}
+    settings["defaults, tighter tolerance (tol=1e-12)"] = {"tol": 1e-12, "max_iter": 5000}
     return {
         name: score(quorum_predict(dataset, DEFAULT_METHOD, **kw), dataset.truth)["accuracy"]
         for name, kw in settings.items()
@@ -274,6 +345,8 @@ def run(
     results: dict[str, dict[str, dict[str, Any]]] = {}
     comparison: dict[str, Any] = {}
     sensitivities: dict[str, Any] = {}
+    considered: dict[str, Any] = {}
+    load_at_start = os.getloadavg()
     missing: list[str] = []
     repeats: dict[str, Any] = {}
     default_key = f"quorum.{DEFAULT_METHOD} (default)"
@@ -285,6 +358,7 @@ def run(
         print(f"{name}: {len(dataset.labels)} answers", file=sys.stderr, flush=True)
         results[name] = evaluate(dataset, crowdkit_methods)
         sensitivities[name] = sensitivity(dataset)
+        considered[name] = variants(dataset)
 
         rivals = {
             k: v for k, v in results[name].items() if k.startswith("crowdkit.") and "_hits" in v
@@ -301,7 +375,11 @@ def run(
                 >= rivals[best_key]["n_correct"],
                 **compare(default, rivals[best_key]),
                 "default_seconds": default["seconds"],
+                "default_cpu_seconds": default["cpu_seconds"],
                 "crowdkit_dawid_skene_seconds": rivals[ds_key]["seconds"]
+                if ds_key in rivals
+                else None,
+                "crowdkit_dawid_skene_cpu_seconds": rivals[ds_key]["cpu_seconds"]
                 if ds_key in rivals
                 else None,
                 "speedup_vs_crowdkit_dawid_skene": (
@@ -309,7 +387,14 @@ def run(
                     if ds_key in rivals
                     else None
                 ),
+                "cpu_speedup_vs_crowdkit_dawid_skene": (
+                    round(rivals[ds_key]["cpu_seconds"] / default["cpu_seconds"], 1)
+                    if ds_key in rivals
+                    else None
+                ),
             }
+            for entry in considered[name].values():
+                entry["minus_best_crowdkit"] = entry["n_correct"] - rivals[best_key]["n_correct"]
 
         if name == "s_rel":
             repeats = {"rows": len(dataset.labels)}
@@ -330,6 +415,17 @@ def run(
                         row[f"crowdkit.{method}"] = entry.get("accuracy", entry.get("error"))
                 repeats[keep] = row
 
+    summary: dict[str, Any] = {}
+    for setting in VARIANTS:
+        margins = {
+            name: per[setting].get("minus_best_crowdkit") for name, per in considered.items()
+        }
+        summary[setting] = {
+            "minus_best_crowdkit": margins,
+            "at_least_best_crowdkit_everywhere": bool(margins)
+            and all(m is not None and m >= 0 for m in margins.values()),
+        }
+
     output = {
         "benchmark": "crowd_accuracy",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -338,12 +434,24 @@ def run(
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "timing_note": "wall and CPU seconds, best of up to three runs; the machine was shared "
+        "with other jobs (see the load averages), so times are indicative: compare CPU times",
         "versions": _versions(),
         "default_method": DEFAULT_METHOD,
         "default_hyperparameters": {
             k: getattr(DawidSkene(), k)
-            for k in ("prior_strength", "prior_diagonal", "class_prior", "tol", "max_iter")
+            for k in (
+                "prior_strength",
+                "prior_diagonal",
+                "prior_guess",
+                "class_prior",
+                "tol",
+                "max_iter",
+                "accelerate",
+            )
         },
         "scoring": "accuracy over the tasks that have a truth and at least one answer; "
         "every answer counts (repeated (task, worker) pairs included)",
@@ -355,6 +463,8 @@ def run(
         },
         "comparison": comparison,
         "s_rel_repeats": repeats,
+        "variants_considered": {"summary": summary, "per_dataset": considered},
+        "variants_explored_in_a_prototype": PROTOTYPE_VARIANTS,
         "default_sensitivity": sensitivities,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

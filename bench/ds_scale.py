@@ -6,8 +6,10 @@ most a little, as in real crowds). Annotators are 80% honest (accuracy uniform i
 errors spread unevenly over the other classes), 10% uniform-random spammers and 10% who always
 give the same label. True classes are imbalanced (Dirichlet-drawn priors).
 
-Reported: wall time of `quality.DawidSkene.fit` (best of ``--repeats`` runs, from the raw
-arrays, so it includes encoding the task and worker ids), the EM iterations, the accuracy against
+Reported: wall time and process CPU time of `quality.DawidSkene.fit` (best of ``--repeats``
+runs, from the raw arrays, so it includes encoding the task and worker ids; the machine may be
+shared, so its load average is recorded and CPU time is the steadier figure), the EM steps, the
+same for plain EM without SQUAREM (one run, for reference), the accuracy against
 the simulated truth beside majority vote's, the peak memory that Python's allocator tracked during
 one fit (``tracemalloc``, which numpy reports its buffers to), and the process's maximum resident
 set size (``resource.getrusage``), also after the data were generated, for reference.
@@ -107,12 +109,20 @@ def run(repeats: int = 3, with_crowdkit: bool = False, n_answers: int = 1_000_00
     maxrss_after_data = _maxrss_mib()
     answers = (tasks, workers, labels)
 
+    load_at_start = os.getloadavg()
     times: list[float] = []
+    cpu_times: list[float] = []
     model = DawidSkene()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         model = DawidSkene().fit(answers)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    plain = DawidSkene(accelerate=False).fit(answers)
+    plain_seconds = time.perf_counter() - start
+    plain_cpu_seconds = time.process_time() - cpu_start
 
     tracemalloc.start()
     tracemalloc.reset_peak()
@@ -132,7 +142,12 @@ def run(repeats: int = 3, with_crowdkit: bool = False, n_answers: int = 1_000_00
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
             "numpy": np.__version__,
+            "scipy": _version("scipy"),
+            "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "timing_note": "the machine was shared with other jobs (see the load averages): wall "
+        "times are noisy, CPU times steadier",
         "data": {
             "answers": len(labels),
             "tasks": len(truth),
@@ -147,14 +162,25 @@ def run(repeats: int = 3, with_crowdkit: bool = False, n_answers: int = 1_000_00
             "hyperparameters": {
                 "prior_strength": model.prior_strength,
                 "prior_diagonal": model.prior_diagonal,
+                "prior_guess": model.prior_guess,
                 "class_prior": model.class_prior,
                 "tol": model.tol,
                 "max_iter": model.max_iter,
+                "accelerate": model.accelerate,
             },
             "seconds_best": round(min(times), 3),
             "seconds_all": [round(t, 3) for t in times],
+            "cpu_seconds_best": round(min(cpu_times), 3),
+            "cpu_seconds_all": [round(t, 3) for t in cpu_times],
             "iterations": model.n_iter_,
             "seconds_per_iteration": round(min(times) / model.n_iter_, 4),
+            "cpu_seconds_per_iteration": round(min(cpu_times) / model.n_iter_, 4),
+            "plain_em": {
+                "iterations": plain.n_iter_,
+                "seconds": round(plain_seconds, 3),
+                "cpu_seconds": round(plain_cpu_seconds, 3),
+                "same_labels": bool(np.array_equal(plain.predict(), model.predict())),
+            },
             "accuracy": round(accuracy, 4),
             "majority_vote_accuracy": round(mv_accuracy, 4),
             "tracemalloc_peak_mib": round(traced_peak / 2**20, 1),
@@ -183,9 +209,10 @@ def _crowdkit(
     except ImportError as exc:
         return {"skipped": f"crowd-kit is not installed ({exc}); pip install '.[bench]'"}
     frame = pd.DataFrame({"task": tasks, "worker": workers, "label": labels})
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model = CrowdKitDawidSkene(n_iter=100).fit(frame)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     labels_series = model.labels_
     if labels_series is None:
         return {"error": "crowd-kit returned no labels"}
@@ -193,6 +220,7 @@ def _crowdkit(
     return {
         "version": _version("crowd-kit"),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
         "iterations": len(model.loss_history_),
         "accuracy": round(float(np.mean(predicted == truth)), 4),
         "process_maxrss_mib_after_fit": round(_maxrss_mib(), 1),
