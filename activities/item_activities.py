@@ -11,6 +11,7 @@ confidence: stop, one more annotator, or expert review at the maximum.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -21,7 +22,9 @@ from temporalio.client import Client
 from activities import audit_record
 from db.models import Campaign, Consensus, Item, Response, Review, utcnow
 from quality.adaptive import (
-    one_coin_posterior,
+    confusion_posterior,
+    is_futile,
+    one_coin_matrix,
     redundancy_decision,
     smoothed_accuracy,
     vote_weight,
@@ -41,7 +44,7 @@ from schemas.workflow_io import (
 )
 from services.consensus import Assessment, assess, decided_objects, tag_labels
 from services.prelabels import voter_responses
-from services.reliability import Estimate, uses_reliability, weights_for
+from services.reliability import POPULATION, Estimate, uses_reliability, weights_for
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
 # 0.6667 means "two of three", so compare with a little slack.
@@ -125,9 +128,12 @@ class ItemActivities:
         voters = [*responses, model] if model is not None else responses
         estimates: dict[str, Estimate] = {}
         if uses_reliability(campaign) or model is not None:
-            estimates = await weights_for(session, campaign.id, [r.annotator_id for r in voters])
+            estimates = await weights_for(
+                session, campaign.id, [POPULATION, *(r.annotator_id for r in voters)]
+            )
         weights = vote_weights(ontology, voters, estimates)
         result_of = assess(ontology, voters, _size(item), weights=weights)
+        futile = False
         if redundancy is None:
             threshold = ontology.threshold_for(
                 sorted({o["label"] for o in result_of.objects}), campaign.agreement_threshold
@@ -138,7 +144,8 @@ class ItemActivities:
             method = "majority_vote" if ontology.is_classification else "consensus"
         else:
             threshold = redundancy.target_confidence
-            result_of, confidence = _adaptive_consensus(ontology, voters, estimates, result_of)
+            adaptive = _adaptive_consensus(ontology, voters, estimates, result_of)
+            result_of, confidence = adaptive.assessment, adaptive.confidence
             decision = redundancy_decision(
                 confidence,
                 len(responses),
@@ -146,6 +153,9 @@ class ItemActivities:
                 redundancy.max_annotators,
                 redundancy.target_confidence,
             )
+            futile = decision == "more" and adaptive.futile
+            if futile:  # more answers could not change the decision: stop spending them
+                decision = "stop"
             method = "adaptive"
         item.agreement = result_of.agreement
         await self._audit(
@@ -159,7 +169,12 @@ class ItemActivities:
                 "responses": [r.id for r in voters],
                 "annotators": [r.annotator_id for r in voters],
                 **(
-                    {"confidence": confidence, "decision": decision, "weights": weights}
+                    {
+                        "confidence": confidence,
+                        "decision": decision,
+                        "futile": futile,
+                        "weights": weights,
+                    }
                     if redundancy is not None or weights
                     else {}
                 ),
@@ -363,22 +378,41 @@ def vote_weights(
     return weights if sum(weights.values()) > 0 else None
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    assessment: Assessment
+    confidence: float
+    futile: bool  # contested, and no next answer could change the decision
+
+
 def _adaptive_consensus(
     ontology: Ontology,
     responses: list[Response],
     estimates: dict[str, Estimate],
     weighted: Assessment,
-) -> tuple[Assessment, float]:
+) -> Adaptive:
     """The consensus and its posterior confidence, for adaptive redundancy.
 
-    Single-label classes: the one-coin posterior over the classes, each answer counted with its
-    annotator's estimated accuracy (the prior accuracy for someone not yet estimated); the
-    consensus is its most probable class. Everything else: the reliability-weighted agreement
-    of the answers (a single answer is never confident on its own)."""
+    Single-label classes: the Dawid-Skene posterior over the classes, each answer counted with
+    its annotator's confusion matrix (the campaign's average annotator for someone not yet
+    estimated; a one-coin matrix at the prior accuracy before the first fit); the consensus is
+    its most probable class. ``futile``: the last answer did not raise the confidence and no
+    further answer from an average annotator could change the leading class
+    (``quality.adaptive.is_futile``), so asking for more would only spend answers.
+
+    Everything else: the reliability-weighted agreement of the answers (a single answer is never
+    confident on its own); never futile."""
     if not (ontology.is_classification and not ontology.multi_label):
         confidence = weighted.agreement if len(responses) > 1 else 0.0
-        return weighted, confidence
-    labels, accuracies, voters = [], [], []
+        return Adaptive(weighted, confidence, futile=False)
+    classes = ontology.class_names
+    population = estimates.get(POPULATION)
+    average = (
+        population.confusion
+        if population is not None and population.confusion is not None
+        else one_coin_matrix(smoothed_accuracy(0.0, 0.0), len(classes)).tolist()
+    )
+    labels, confusions, voters = [], [], []
     for r in responses:
         tags = sorted({o["label"] for o in r.body.get("objects", [])})
         if len(tags) != 1:
@@ -386,12 +420,20 @@ def _adaptive_consensus(
         labels.append(tags[0])
         voters.append(r.id)
         estimate = estimates.get(r.annotator_id)
-        accuracies.append(estimate.accuracy if estimate else smoothed_accuracy(0.0, 0.0))
+        confusions.append(
+            estimate.confusion if estimate is not None and estimate.confusion else average
+        )
     if not labels:
-        return weighted, 0.0
-    posterior = one_coin_posterior(labels, accuracies, ontology.class_names)
-    best = max(ontology.class_names, key=lambda c: (posterior[c], -ontology.class_names.index(c)))
+        return Adaptive(weighted, 0.0, futile=False)
+    posterior = confusion_posterior(labels, confusions, classes)
+    best = max(classes, key=lambda c: (posterior[c], -classes.index(c)))
     confidence = posterior[best]
+    before = (
+        max(confusion_posterior(labels[:-1], confusions[:-1], classes).values())
+        if len(labels) > 1
+        else 0.0
+    )
+    futile = is_futile(confidence, before, [posterior[c] for c in classes], average)
     support = [rid for rid, label in zip(voters, labels, strict=True) if label == best]
     objects = [
         {
@@ -409,7 +451,7 @@ def _adaptive_consensus(
         tie=False,
         details=weighted.details,
     )
-    return adaptive, confidence
+    return Adaptive(adaptive, confidence, futile)
 
 
 def outcome_of(method: str) -> ItemOutcome:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from api.context import Operator, Session
 from db.models import AnnotatorQuality, Campaign
 from services.errors import NotFound
-from services.reliability import reinstate
+from services.reliability import POPULATION, reinstate
 
 router = APIRouter(tags=["operators"])
 
@@ -46,7 +46,10 @@ async def reliability(campaign_id: str, session: Session, _: Operator) -> dict[s
             .order_by(AnnotatorQuality.annotator_id)
         )
     ).all()
-    return {"campaign_id": campaign_id, "annotators": [_row(q) for q in rows]}
+    return {
+        "campaign_id": campaign_id,
+        "annotators": [_row(q) for q in rows if q.annotator_id != POPULATION],
+    }
 
 
 @router.post("/campaigns/{campaign_id}/annotators/{annotator_id}/reinstate")

@@ -123,6 +123,7 @@ from quality import (
     make_aggregator,
     one_coin_posterior,
     redundancy_decision,
+    shrunk_confusions,
     smoothed_accuracy,
 )
 
@@ -286,18 +287,17 @@ class OnlineSkill:
         # fit's posteriors; the population matrix pools every answer; each worker's matrix is
         # shrunk towards it with PRIOR_STRENGTH pseudo-answers per row (hierarchical smoothing:
         # a worker with few answers looks like the average worker).
-        k = self.replay.n_classes
         row_of = {task: i for i, task in enumerate(model.tasks_.tolist())}
         rows = np.fromiter((row_of[t] for t in tasks), dtype=np.int64, count=len(tasks))
         probas = model.predict_proba()[rows]  # answers x classes
-        counts_wck = np.zeros((self.replay.n_workers, k, k))
-        worker_codes, label_codes = np.asarray(workers), np.asarray(labels)
-        for c in range(k):
-            np.add.at(counts_wck[:, c, :], (worker_codes, label_codes), probas[:, c])
-        pooled = counts_wck.sum(axis=0) + PRIOR_STRENGTH * self.population
-        self.population = pooled / pooled.sum(axis=1, keepdims=True)
-        smoothed = counts_wck + PRIOR_STRENGTH * self.population
-        self.confusion = smoothed / smoothed.sum(axis=2, keepdims=True)
+        self.confusion, self.population = shrunk_confusions(
+            probas,
+            np.asarray(workers),
+            np.asarray(labels),
+            self.replay.n_workers,
+            self.population,
+            PRIOR_STRENGTH,
+        )
         self._lists()
 
     def _lists(self) -> None:

@@ -195,6 +195,9 @@ class AnnotatorQuality(Base):
     answers: Mapped[int] = mapped_column(default=0)  # answers the model was fitted on
     accuracy: Mapped[float | None] = mapped_column(Float)  # estimated, smoothed
     weight: Mapped[float | None] = mapped_column(Float)  # the annotator's vote weight
+    # Single-label classes: the confusion matrix (rows = true class, in ontology order). The
+    # row with annotator_id POPULATION holds the campaign's average annotator.
+    confusion: Mapped[list[Any] | None]
     reason: Mapped[str | None] = mapped_column(Text)  # why the status last changed
     # False between a block decided at a gold answer (in the API's transaction) and the refit
     # that revokes the leases and voids the answers.

@@ -35,14 +35,20 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "ACCURACY_CLIP",
+    "CONFUSION_PRIOR_STRENGTH",
+    "FUTILITY_EPSILON",
     "Decision",
     "confusion_posterior",
     "expected_confidence_gain",
+    "is_futile",
+    "one_coin_matrix",
     "one_coin_posterior",
     "redundancy_decision",
+    "shrunk_confusions",
     "smoothed_accuracy",
     "vote_weight",
 ]
@@ -391,3 +397,61 @@ def redundancy_decision(
     if n_answers < max_annotators:
         return "more"
     return "escalate"
+
+
+CONFUSION_PRIOR_STRENGTH = 2.0
+"""Pseudo-answers per row that shrink a worker's confusion matrix towards the population's."""
+
+FUTILITY_EPSILON = 1e-9
+"""An expected confidence gain at or below this is none: no next answer can change the decision."""
+
+
+def one_coin_matrix(accuracy: float, n_classes: int) -> NDArray[np.float64]:
+    """The confusion matrix of a one-coin annotator: ``accuracy`` on the diagonal, the rest
+    spread evenly over the other classes (rows = true class)."""
+    a = _clipped(accuracy, "accuracy")
+    matrix = np.full((n_classes, n_classes), (1.0 - a) / (n_classes - 1))
+    np.fill_diagonal(matrix, a)
+    return matrix
+
+
+def shrunk_confusions(
+    posteriors: NDArray[np.float64],
+    workers: NDArray[np.int64],
+    labels: NDArray[np.int64],
+    n_workers: int,
+    previous_population: NDArray[np.float64],
+    strength: float = CONFUSION_PRIOR_STRENGTH,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each worker's confusion matrix and the population's, from a fit's answer posteriors.
+
+    ``posteriors[i]`` is the fit's P(class of answer i's task = c). The expected counts
+    ``n_w[c, k] = sum over w's answers k of posteriors[i, c]`` are pooled into the population
+    matrix (plus ``strength`` x ``previous_population``), and each worker's counts are shrunk
+    towards it by ``strength`` pseudo-answers per row (hierarchical smoothing: a worker with few
+    answers looks like the average worker). Rows sum to 1. Returns ``(confusions, population)``
+    with shapes ``(n_workers, K, K)`` and ``(K, K)``."""
+    k = posteriors.shape[1]
+    counts = np.zeros((n_workers, k, k))
+    for c in range(k):
+        np.add.at(counts[:, c, :], (workers, labels), posteriors[:, c])
+    pooled = counts.sum(axis=0) + strength * previous_population
+    population = pooled / pooled.sum(axis=1, keepdims=True)
+    smoothed = counts + strength * population
+    return smoothed / smoothed.sum(axis=2, keepdims=True), population
+
+
+def is_futile(
+    confidence: float,
+    previous_confidence: float,
+    posterior: Sequence[float],
+    population: Sequence[Sequence[float]],
+    look_ahead: int = 1,
+) -> bool:
+    """Whether more answers are pointless for an item still below its target: the last answer
+    did not raise the confidence (the item is contested), and no ``look_ahead`` more answers
+    from an average annotator could change the leading class."""
+    return (
+        confidence <= previous_confidence
+        and expected_confidence_gain(posterior, population, look_ahead) <= FUTILITY_EPSILON
+    )

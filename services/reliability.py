@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,7 +41,7 @@ from db.models import (
     Response,
     utcnow,
 )
-from quality.adaptive import smoothed_accuracy, vote_weight
+from quality.adaptive import one_coin_matrix, shrunk_confusions, smoothed_accuracy, vote_weight
 from quality.dawid_skene import DEFAULT_METHOD, DawidSkene, make_aggregator
 from schemas.campaign_spec import ReliabilitySpec
 from schemas.ontology import Ontology
@@ -52,11 +53,16 @@ ACTIVE, BLOCKED, RETRAINING = "active", "blocked", "retraining"
 MODEL_PREFIX = "model:"
 
 
+POPULATION = "*population"
+"""The annotator_quality row that holds the campaign's average annotator (never a person)."""
+
+
 @dataclass(frozen=True)
 class Estimate:
     accuracy: float
     weight: float
     evidence: int
+    confusion: list[list[float]] | None = None  # single-label classes: rows = true class
 
 
 @dataclass
@@ -94,10 +100,20 @@ async def weights_for(
         )
     ).all()
     return {
-        q.annotator_id: Estimate(q.accuracy, q.weight, q.answers + q.gold_answers)
+        q.annotator_id: Estimate(q.accuracy, q.weight, q.answers + q.gold_answers, q.confusion)
         for q in rows
         if q.accuracy is not None and q.weight is not None
     }
+
+
+async def population_confusion(session: AsyncSession, campaign_id: str) -> list[list[float]] | None:
+    """The campaign's average annotator's confusion matrix, once the model has been fitted."""
+    return await session.scalar(
+        select(AnnotatorQuality.confusion).where(
+            AnnotatorQuality.campaign_id == campaign_id,
+            AnnotatorQuality.annotator_id == POPULATION,
+        )
+    )
 
 
 # --- fitting ------------------------------------------------------------------------------------
@@ -131,10 +147,27 @@ def _fit_classes(
     counts: dict[str, int] = defaultdict(int)
     for w in workers:
         counts[w] += 1
-    return {
-        w: Estimate(acc, vote_weight(acc, len(classes)), counts[w])
+    # Confusion matrices for the adaptive posterior, shrunk towards the population's (see
+    # quality.adaptive.shrunk_confusions); the same construction the benchmark measures.
+    task_row = {t: i for i, t in enumerate(model.tasks_.tolist())}
+    worker_code = {w: i for i, w in enumerate(model.workers_.tolist())}
+    confusions, population = shrunk_confusions(
+        model.predict_proba()[np.array([task_row[t] for t in tasks])],
+        np.array([worker_code[w] for w in workers]),
+        np.array(labels),
+        len(worker_code),
+        one_coin_matrix(smoothed_accuracy(0.0, 0.0), len(classes)),
+    )
+    estimates = {
+        w: Estimate(
+            acc, vote_weight(acc, len(classes)), counts[w], confusions[worker_code[w]].tolist()
+        )
         for w, acc in model.worker_accuracy().items()
     }
+    estimates[POPULATION] = Estimate(
+        float(np.mean(np.diagonal(population))), 0.0, len(tasks), population.tolist()
+    )
+    return estimates
 
 
 def _fit_scores(
@@ -214,7 +247,7 @@ async def refit(session: AsyncSession, campaign: Campaign) -> dict[str, Estimate
             )
             session.add(quality)
         quality.accuracy, quality.weight = estimate.accuracy, estimate.weight
-        quality.answers = estimate.evidence
+        quality.answers, quality.confusion = estimate.evidence, estimate.confusion
     await session.flush()
     return estimates
 
@@ -294,7 +327,7 @@ async def apply_rules(
     ).all()
     verdicts: dict[str, str | None] = {}
     for quality in records:
-        if quality.annotator_id.startswith(MODEL_PREFIX):
+        if quality.annotator_id.startswith(MODEL_PREFIX) or quality.annotator_id == POPULATION:
             continue  # a model is down-weighted by its estimate, never blocked
         if quality.status == ACTIVE:
             estimate = estimates.get(quality.annotator_id)

@@ -7,7 +7,14 @@ import random
 import pytest
 
 from schemas.campaign_spec import ReliabilitySpec
-from services.reliability import Estimate, _Answer, _fit_classes, _fit_scores, model_verdict
+from services.reliability import (
+    POPULATION,
+    Estimate,
+    _Answer,
+    _fit_classes,
+    _fit_scores,
+    model_verdict,
+)
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -27,7 +34,12 @@ def _crowd(seed: int = 3) -> tuple[list[_Answer], dict[str, str]]:
 def test_dawid_skene_sees_the_spammer_and_weighs_them_at_zero() -> None:
     answers, _ = _crowd()
     estimates = _fit_classes(answers, CLASSES, gold={})
-    assert set(estimates) == {"good-1", "good-2", "good-3", "spammer"}
+    assert set(estimates) == {"good-1", "good-2", "good-3", "spammer", POPULATION}
+    # Confusion matrices, rows = true class: the spammer's "cat" column takes every row.
+    spam = estimates["spammer"].confusion
+    assert spam is not None and all(row[0] == max(row) for row in spam)
+    good = estimates["good-1"].confusion
+    assert good is not None and all(good[c][c] == max(good[c]) for c in range(3))
     for worker in ("good-1", "good-2", "good-3"):
         assert estimates[worker].accuracy > 0.85 and estimates[worker].weight > 1.5
     # Always "cat": right on the cats only (about a third), below chance-adjusted usefulness.
