@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import (
     audit_routes,
@@ -22,7 +23,7 @@ from api import (
     task_routes,
 )
 from api.context import AppContext
-from db.engine import create_engine, create_sessionmaker
+from db.engine import create_engine, create_read_engine, create_sessionmaker
 from infra.settings import Settings, get_settings
 from infra.temporal_client import connect
 from services.errors import QuorumError
@@ -83,7 +84,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def build_context(settings: Settings) -> tuple[AppContext, Any]:
+async def build_context(settings: Settings) -> tuple[AppContext, list[AsyncEngine]]:
     db = settings.database
     engine = create_engine(
         settings.database_url,
@@ -91,17 +92,20 @@ async def build_context(settings: Settings) -> tuple[AppContext, Any]:
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         pool_timeout=db.pool_timeout,
+        ping_after_idle=db.ping_after_idle_seconds,
     )
+    reads = create_read_engine(engine)
     client = await connect(settings.temporal)
     uses_s3 = settings.store.backend == "s3" or settings.s3.endpoint_url is not None
     ctx = AppContext(
         settings=settings,
         sessions=create_sessionmaker(engine),
+        read_sessions=create_sessionmaker(reads) if reads is not engine else None,
         temporal=client,
         store=open_store(settings.store, settings.s3, settings.home),
         s3_client=s3_client(settings.s3) if uses_s3 else None,
     )
-    return ctx, engine
+    return ctx, [engine] if reads is engine else [engine, reads]
 
 
 def create_app(ctx: AppContext | None = None, settings: Settings | None = None) -> FastAPI:
@@ -113,12 +117,13 @@ def create_app(ctx: AppContext | None = None, settings: Settings | None = None) 
             app.state.ctx = ctx
             yield
             return
-        built, engine = await build_context(settings or get_settings())
+        built, engines = await build_context(settings or get_settings())
         app.state.ctx = built
         try:
             yield
         finally:
-            await engine.dispose()
+            for engine in engines:
+                await engine.dispose()
 
     app = FastAPI(title="Quorum", version="0.1.0", lifespan=lifespan)
     if ctx is not None:

@@ -51,6 +51,9 @@ class DatabaseSettings(BaseModel):
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int | None = Field(default=None, ge=0)
     pool_timeout: float = Field(default=30.0, gt=0)
+    # Ping a pooled connection before use when it sat idle this long (a server restart or an
+    # idle timeout may have dropped it); 0 pings on every checkout.
+    ping_after_idle_seconds: float = Field(default=10.0, ge=0)
 
     def resolved_url(self, home: Path) -> str:
         return self.url or f"sqlite+aiosqlite:///{home / 'data' / 'quorum.db'}"

@@ -103,6 +103,39 @@ async def start_chain(session: AsyncSession, chain: str) -> None:
         await session.flush()
 
 
+# session.info key: the heads this session locked, and the transaction that holds the locks.
+_LOCKED_HEADS = "quorum.audit.locked_heads"
+
+
+async def _locked_head(session: AsyncSession, chain: str) -> AuditHead:
+    """The chain's head, locked (``FOR UPDATE``) until the transaction ends.
+
+    A transaction that appends several entries (a resolved item records its agreement and
+    its consensus) takes the lock once: later appends reuse the head it already holds, which
+    nobody else can have changed. Not inside a savepoint, whose rollback may drop the lock.
+    """
+    nested = session.in_nested_transaction()
+    held: tuple[Any, dict[str, AuditHead]] | None = session.info.get(_LOCKED_HEADS)
+    if not nested and held is not None and held[0] is session.sync_session.get_transaction():
+        head = held[1].get(chain)
+        if head is not None:
+            return head
+    head = await session.scalar(select(AuditHead).where(AuditHead.chain == chain).with_for_update())
+    if head is None:
+        await start_chain(session, chain)
+        head = await session.scalar(
+            select(AuditHead).where(AuditHead.chain == chain).with_for_update()
+        )
+        assert head is not None
+    if not nested:
+        transaction = session.sync_session.get_transaction()
+        if held is None or held[0] is not transaction:
+            held = (transaction, {})
+            session.info[_LOCKED_HEADS] = held
+        held[1][chain] = head
+    return head
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -116,15 +149,13 @@ async def append(
     at: datetime | None = None,
 ) -> AuditEntry:
     """Append one entry to its campaign's chain (or the global one), inside the caller's
-    transaction. The head row's lock orders concurrent appends."""
+    transaction. The head row's lock orders concurrent appends.
+
+    The entry is written when the transaction flushes (at the latest, on commit), not here:
+    the entries of one transaction then go out as one INSERT, and the head is updated once.
+    """
     chain = campaign_id or GLOBAL_CHAIN
-    head = await session.scalar(select(AuditHead).where(AuditHead.chain == chain).with_for_update())
-    if head is None:
-        await start_chain(session, chain)
-        head = await session.scalar(
-            select(AuditHead).where(AuditHead.chain == chain).with_for_update()
-        )
-        assert head is not None
+    head = await _locked_head(session, chain)
     at = at or utcnow()
     # Store exactly what was hashed: the details after a JSON round trip.
     clean = json.loads(canonical(details or {}))
@@ -146,7 +177,6 @@ async def append(
     entry.hash = hash_of(entry)
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
-    await session.flush()
     return entry
 
 

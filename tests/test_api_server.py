@@ -8,6 +8,7 @@ reused them, and a request sent at that moment was reset. These tests pin the fi
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,9 @@ def test_an_idle_connection_is_still_served_after_uvicorns_default_keep_alive(
         "QUORUM_TEMPORAL__ADDRESS": temporal_server.address,
         "QUORUM_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'q.db'}",
     }
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=REPO, env=env, check=True
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "api", "--port", str(port)],
         cwd=REPO,
@@ -140,6 +144,23 @@ def test_an_idle_connection_is_still_served_after_uvicorns_default_keep_alive(
         second = conn.getresponse()
         assert second.status == 200
         assert second.read() == b'{"status":"ok"}'
+        # A person's request is authenticated on the read-only sessions (SQLite: no write lock).
+        operator = {
+            "Authorization": "Bearer dev-operator-token",
+            "Content-Type": "application/json",
+        }
+        conn.request("POST", "/people", body=b'{"name": "reader"}', headers=operator)
+        registered = conn.getresponse()
+        assert registered.status == 201
+        token = json.loads(registered.read())["token"]
+        conn.request(
+            "POST",
+            "/campaigns/cmp_missing/tasks/next",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        claimed = conn.getresponse()
+        assert claimed.status == 404, claimed.read()  # authenticated, then no such campaign
+        claimed.read()
         conn.close()
     finally:
         server.terminate()
