@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from db.audit_models import GENESIS_HASH, GLOBAL_CHAIN, AuditEntry, AuditHead
 from db.models import utcnow
@@ -103,17 +104,15 @@ async def start_chain(session: AsyncSession, chain: str) -> None:
         await session.flush()
 
 
-# session.info key: the heads this session locked, and the transaction that holds the locks.
+# session.info keys: the heads this session locked (and the transaction that holds the
+# locks), and the entries waiting for their transaction's commit.
 _LOCKED_HEADS = "quorum.audit.locked_heads"
+_PENDING = "quorum.audit.pending"
 
 
 async def _locked_head(session: AsyncSession, chain: str) -> AuditHead:
-    """The chain's head, locked (``FOR UPDATE``) until the transaction ends.
-
-    A transaction that appends several entries (a resolved item records its agreement and
-    its consensus) takes the lock once: later appends reuse the head it already holds, which
-    nobody else can have changed. Not inside a savepoint, whose rollback may drop the lock.
-    """
+    """The chain's head, locked (``FOR UPDATE``) until the transaction ends; taken once per
+    transaction (not inside a savepoint, whose rollback may drop the lock)."""
     nested = session.in_nested_transaction()
     held: tuple[Any, dict[str, AuditHead]] | None = session.info.get(_LOCKED_HEADS)
     if not nested and held is not None and held[0] is session.sync_session.get_transaction():
@@ -128,12 +127,25 @@ async def _locked_head(session: AsyncSession, chain: str) -> AuditHead:
         )
         assert head is not None
     if not nested:
-        transaction = session.sync_session.get_transaction()
-        if held is None or held[0] is not transaction:
-            held = (transaction, {})
-            session.info[_LOCKED_HEADS] = held
-        held[1][chain] = head
+        _remember_lock(session.sync_session, chain, head)
     return head
+
+
+def _remember_lock(session: Session, chain: str, head: AuditHead) -> None:
+    transaction = session.get_transaction()
+    held: tuple[Any, dict[str, AuditHead]] | None = session.info.get(_LOCKED_HEADS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_LOCKED_HEADS] = held
+    held[1][chain] = head
+
+
+def _chain_entry(entry: AuditEntry, head: AuditHead, at: datetime | None) -> None:
+    """Give ``entry`` its place after ``head`` (locked) and move the head to it."""
+    entry.at = at or utcnow()
+    entry.seq, entry.prev_hash = head.seq + 1, head.hash
+    entry.hash = hash_of(entry)
+    head.seq, head.hash = entry.seq, entry.hash
 
 
 async def append(
@@ -148,21 +160,19 @@ async def append(
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEntry:
-    """Append one entry to its campaign's chain (or the global one), inside the caller's
-    transaction. The head row's lock orders concurrent appends.
+    """Append one entry to its campaign's chain (or the global one), in the caller's
+    transaction.
 
-    The entry is written when the transaction flushes (at the latest, on commit), not here:
-    the entries of one transaction then go out as one INSERT, and the head is updated once.
+    The entry takes its place in the chain when the transaction commits: the head row is
+    locked then, every entry of the transaction is chained (in the order appended) and
+    written, and the commit follows. The head's lock orders concurrent appends, and is held
+    for those last few statements only, however long the transaction ran before; with one
+    chain per campaign, that lock is what every claim and answer of a campaign queues for.
+    Until the commit, ``seq``, ``hash`` and (unless given) ``at`` are unset. Inside a savepoint
+    the entry is chained at once instead, under the same lock.
     """
-    chain = campaign_id or GLOBAL_CHAIN
-    head = await _locked_head(session, chain)
-    at = at or utcnow()
-    # Store exactly what was hashed: the details after a JSON round trip.
-    clean = json.loads(canonical(details or {}))
     entry = AuditEntry(
-        chain=chain,
-        seq=head.seq + 1,
-        at=at,
+        chain=campaign_id or GLOBAL_CHAIN,
         actor_type=actor[0],
         actor_id=actor[1],
         action=action,
@@ -170,14 +180,52 @@ async def append(
         item_id=item_id,
         workflow_id=workflow_id,
         run_id=run_id,
-        details=clean,
-        prev_hash=head.hash,
-        hash="",
+        # Store exactly what is hashed: the details after a JSON round trip.
+        details=json.loads(canonical(details or {})),
     )
-    entry.hash = hash_of(entry)
-    session.add(entry)
-    head.seq, head.hash = entry.seq, entry.hash
+    if session.in_nested_transaction():
+        _chain_entry(entry, await _locked_head(session, entry.chain), at)
+        session.add(entry)
+        return entry
+    if session.sync_session.get_transaction() is None:
+        await session.connection()  # begin the transaction that will carry the entry
+    pending: list[tuple[Any, AuditEntry, datetime | None]]
+    pending = session.info.setdefault(_PENDING, [])
+    pending.append((session.sync_session.get_transaction(), entry, at))
     return entry
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending_entries(session: Session) -> None:
+    """Lock the heads of the chains this transaction appended to (in chain order, so two
+    transactions never wait for each other in a cycle), chain the entries, add them; the
+    commit's flush writes them. Entries of an earlier, rolled-back transaction are dropped."""
+    pending: list[tuple[Any, AuditEntry, datetime | None]] | None = session.info.pop(_PENDING, None)
+    transaction = session.get_transaction()
+    mine = [(entry, at) for owner, entry, at in pending or () if owner is transaction]
+    if not mine:
+        return
+    held: tuple[Any, dict[str, AuditHead]] | None = session.info.get(_LOCKED_HEADS)
+    locked = held[1] if held is not None and held[0] is transaction else {}
+    for chain in sorted({entry.chain for entry, _ in mine}):
+        head = locked.get(chain)
+        if head is None:
+            head = _lock_head_now(session, chain)
+        for entry, at in mine:
+            if entry.chain == chain:
+                _chain_entry(entry, head, at)
+                session.add(entry)
+
+
+def _lock_head_now(session: Session, chain: str) -> AuditHead:
+    query = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
+    head = session.scalars(query).first()
+    if head is None:
+        session.add(AuditHead(chain=chain, seq=0, hash=GENESIS_HASH, anchored_seq=0))
+        session.flush()
+        head = session.scalars(query).one()
+    _remember_lock(session, chain, head)
+    return head
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """What appending to the audit log costs the database, and that the chain stays whole.
 
-A transaction takes its chain's head lock once, however many entries it appends, and updates
-the head once (on PostgreSQL its entries also go out in one INSERT). Concurrent transactions
-still line up behind the head's lock.
+A transaction takes its chain's head lock once, at its commit, however many entries it
+appended, and updates the head once (on PostgreSQL its entries also go out in one INSERT).
+Concurrent transactions still line up behind the head's lock, and hold it only for the end of
+their commit.
 """
 
 from __future__ import annotations
@@ -98,9 +99,9 @@ async def test_the_next_transaction_takes_the_lock_again(engine: AsyncEngine) ->
                 await audit.append(
                     session, action=f"step.{n}", actor=audit.SYSTEM_ACTOR, campaign_id=chain
                 )
-    # The first append found no head, created the chain and locked its new head (three reads);
+    # The first commit found no head, created the chain and locked its new head (two reads);
     # the second transaction locked it again.
-    assert _count(statements, "SELECT audit_heads") == 4
+    assert _count(statements, "SELECT audit_heads") == 3
     assert [e.seq for e in await _entries(engine, chain)] == [1, 2]
     assert await _intact(engine, chain) == []
 
@@ -145,4 +146,41 @@ async def test_concurrent_transactions_still_make_one_chain(engine: AsyncEngine)
     # A transaction's two entries are adjacent: nobody appended between them.
     actions = [e.action for e in entries]
     assert all(actions[i].split(".")[0] == actions[i + 1].split(".")[0] for i in range(0, 16, 2))
+    assert await _intact(engine, chain) == []
+
+
+async def test_a_rolled_back_transaction_of_the_same_session_leaves_no_trace(
+    engine: AsyncEngine,
+) -> None:
+    chain = f"cmp_{uuid.uuid4().hex[:8]}"
+    async with create_sessionmaker(engine)() as session:
+        with pytest.raises(RuntimeError):
+            async with session.begin():
+                await audit.append(
+                    session, action="refused", actor=audit.SYSTEM_ACTOR, campaign_id=chain
+                )
+                raise RuntimeError("the request failed")
+        async with session.begin():
+            await audit.append(session, action="kept", actor=audit.SYSTEM_ACTOR, campaign_id=chain)
+    assert [(e.seq, e.action) for e in await _entries(engine, chain)] == [(1, "kept")]
+    assert await _intact(engine, chain) == []
+
+
+async def test_the_head_is_locked_at_commit_not_at_append(engine: AsyncEngine) -> None:
+    """The lock is held for the end of the commit only: the statements a transaction runs
+    after its append (a claim reads the annotator's progress) no longer run under it."""
+    chain = f"cmp_{uuid.uuid4().hex[:8]}"
+    async with create_sessionmaker(engine).begin() as session:
+        await audit.start_chain(session, chain)
+    statements = _statements(engine)
+    async with create_sessionmaker(engine).begin() as session:
+        entry = await audit.append(
+            session, action="leased", actor=audit.SYSTEM_ACTOR, campaign_id=chain
+        )
+        assert entry.seq is None  # not chained yet
+        await session.execute(select(AuditEntry.id).limit(1))  # more work after the append
+        locked_before_commit = _count(statements, "SELECT audit_heads")
+    assert locked_before_commit == 0
+    assert _count(statements, "SELECT audit_heads") == 1
+    assert entry.seq == 1 and entry.hash == audit.hash_of(entry)
     assert await _intact(engine, chain) == []
