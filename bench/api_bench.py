@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.results_dir import invoked_by, load_average, machine, results_dir
+from bench.results_dir import code_version, invoked_by, load_average, machine, results_dir
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade_database
 from db.models import Response
@@ -191,6 +191,7 @@ async def run_api_bench(concurrency: int, images: int) -> Path:
         "machine": machine(*PACKAGES, load_at_start=load_at_start),
         "command": f"python -m bench.api_bench --concurrency {concurrency} --images {images}",
         "invoked_by": invoked_by(),
+        "code": code_version(),
         "config": {
             "annotators": concurrency,
             "images": images,

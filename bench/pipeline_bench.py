@@ -34,12 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from api.app import create_app
 from bench.floor_workflow import FloorWorkflow
-from bench.results_dir import invoked_by, load_average, machine, results_dir
+from bench.results_dir import code_version, invoked_by, load_average, machine, results_dir
 from db.migrate import upgrade_database
 from infra.devstack import PostgresServer, TemporalDevServer, free_port
 from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSettings
@@ -118,6 +121,24 @@ def start_workers(
         ]
 
 
+async def wait_for_workers(client: Client, task_queue: str, processes: int) -> None:
+    """Until ``processes`` workers poll the task queue: a worker process takes seconds to
+    import and connect, which is not part of any image's cost."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        described = await client.workflow_service.describe_task_queue(request)
+        if len({p.identity for p in described.pollers}) >= processes:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{processes} worker(s) did not poll {task_queue} within 120 s")
+        await asyncio.sleep(0.2)
+
+
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
     for w in workers:
         w.send_signal(signal.SIGTERM)
@@ -176,6 +197,8 @@ def per_image(rows: list[dict[str, int]]) -> dict[str, float]:
 class Stack:
     settings: Settings
     client: Client
+    temporal: TemporalDevServer
+    postgres: PostgresServer | None
 
 
 @contextlib.asynccontextmanager
@@ -206,7 +229,8 @@ async def pipeline_stack(db: str) -> AsyncIterator[Stack]:
                     api=ApiSettings(operator_token=OPERATOR),
                 )
                 await upgrade_database(settings.database_url)
-                yield Stack(settings=settings, client=await connect(settings.temporal))
+                client = await connect(settings.temporal)
+                yield Stack(settings=settings, client=client, temporal=server, postgres=pg)
     finally:
         if pg_dir is not None:
             shutil.rmtree(pg_dir, ignore_errors=True)
@@ -298,6 +322,7 @@ async def run_pipeline_bench(
         floor = await run_floor(client, images)
         workers = start_workers(settings, processes, settings.home / "workers.log")
         try:
+            await wait_for_workers(client, settings.temporal.task_queue, processes)
             cid, elapsed, result = await run_campaign(settings, images, annotators=annotators)
             rss = [peak_rss_mb(w.pid) for w in workers]
             review_cid, _, _ = await run_campaign(
@@ -318,6 +343,7 @@ async def run_pipeline_bench(
         "command": f"python -m bench.pipeline_bench --images {images} --processes {processes} "
         f"--db {db}",
         "invoked_by": invoked_by(),
+        "code": code_version(),
         "config": {
             "images": images,
             "annotators_per_image": K,

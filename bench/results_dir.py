@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -41,6 +42,24 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
 def invoked_by() -> str | None:
     """The command that ran a whole set (``python -m bench --full``), when one did."""
     return os.environ.get("QUORUM_BENCH_INVOKED_BY")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (so a before/after pair
+    says exactly which code each side ran)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=repo, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line[3:]]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "uncommitted": sorted(changed)}
 
 
 def _version(package: str) -> str | None:
