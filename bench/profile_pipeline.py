@@ -50,7 +50,14 @@ from bench.pipeline_bench import (
     stop_workers,
     wait_for_workers,
 )
-from bench.results_dir import code_version, invoked_by, load_average, machine, results_dir
+from bench.results_dir import (
+    code_version,
+    command_line,
+    invoked_by,
+    load_average,
+    machine,
+    results_dir,
+)
 from db.audit_models import AuditEntry
 from db.engine import create_engine
 from schemas.workflow_io import campaign_workflow_id, item_workflow_id
@@ -414,6 +421,60 @@ async def run_profile(
     return path
 
 
+def summarize(directory: Path, argv: list[str] | None = None) -> Path:
+    """``profile-summary.json``: every profile run in ``directory``, grouped by database, N
+    and label (``before-r2`` counts as ``before``), with the medians of each group. Counts
+    repeat exactly from run to run; times vary with the load, hence several runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(directory.glob("profile-*.json")):
+        if path.name == "profile-summary.json":
+            continue
+        doc = json.loads(path.read_text())
+        r = doc["results"]
+        side = re.sub(r"-r\d+$", "", doc["label"])
+        key = f"{doc['config']['database']}-{doc['config']['images']}-{side}"
+        groups.setdefault(key, []).append(
+            {
+                "file": path.name,
+                "load_average_at_start": _load_at_start(doc),
+                "ms_per_image": r["ms_per_image"],
+                "cpu_ms_per_image": r["cpu_ms_per_image"],
+                **r["headline"],
+            }
+        )
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    summary = {
+        "benchmark": "profile-summary",
+        "at": datetime.now(UTC).isoformat(),
+        "command": command_line("bench.profile_pipeline", argv),
+        "groups": {
+            key: {
+                "runs": runs,
+                "median": {
+                    field: round(median([run[field] for run in runs]), 2)
+                    for field in runs[0]
+                    if isinstance(runs[0][field], int | float)
+                    and all(isinstance(run.get(field), int | float) for run in runs)
+                },
+            }
+            for key, runs in sorted(groups.items())
+        },
+    }
+    out = directory / "profile-summary.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return out
+
+
+def _load_at_start(doc: dict[str, Any]) -> float | None:
+    loads = doc["machine"].get("load_average", {}).get("at_start")
+    return loads[0] if loads else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.profile_pipeline",
@@ -424,7 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--label", default="now", help="names the file: before, after, ...")
     parser.add_argument("--py-spy", action="store_true", help="also sample stacks with py-spy")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only write profile-summary.json from the runs"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(results_dir(), argv).read_text())
+        return 0
     path = asyncio.run(run_profile(args.images, db=args.db, label=args.label, py_spy=args.py_spy))
     print(path.read_text())
     return 0

@@ -98,9 +98,13 @@ def machine(
     }
     first = load_at_start or loads["at_end"]
     if first[0] > BUSY_LOAD_PER_CPU * cpus:
+        when = (
+            "when the run started (other work, or a run just before)"
+            if load_at_start
+            else "at the end of the run"
+        )
         info["load_note"] = (
-            f"the machine was shared: 1-minute load {first[0]} on {cpus} cores "
-            f"{'before the run started' if load_at_start else 'at the end of the run'}; "
+            f"the machine was busy: 1-minute load {first[0]} on {cpus} cores {when}; "
             "timings are noisy, counts are not"
         )
     return info
