@@ -141,7 +141,9 @@ async def test_a_campaign_link_is_a_queue_for_its_person(quorum: Pipeline) -> No
             "height",
             "lease_expires_at",
             "resumed",
+            "prelabel",  # a model's draft, only when the campaign shows one (none here)
         }
+        assert task["prelabel"] is None
         # The page's <img> sends the link as a query parameter; a person token may not.
         img = await p.http.get(f"{task['image_url']}?access_token={token}")
         assert img.status_code == 200 and img.headers["content-type"] == "image/png"
