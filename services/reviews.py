@@ -44,11 +44,12 @@ class ReviewOutcome:
 
 
 async def item_responses(session: AsyncSession, item_id: str) -> list[Response]:
+    """The answers that count: a blocked annotator's (voided) are neither shown nor accepted."""
     return list(
         (
             await session.scalars(
                 select(Response)
-                .where(Response.item_id == item_id)
+                .where(Response.item_id == item_id, Response.voided_at.is_(None))
                 .order_by(Response.submitted_at, Response.id)
             )
         ).all()
