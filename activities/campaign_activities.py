@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -15,7 +15,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities import audit_record
-from activities.item_activities import outcome_of
 from db.models import Campaign, Consensus, DatasetVersion, Item, Response, utcnow
 from quality import CampaignItem, geometry_alpha, krippendorff_alpha_nominal
 from schemas.ontology import Ontology
@@ -30,8 +29,10 @@ from schemas.workflow_io import (
     PublishResult,
     ReconcileInput,
     ReconcileResult,
+    ResponseRef,
     item_id_for,
     item_workflow_id,
+    outcome_of,
 )
 from services.consensus import class_specs, response_objects, tag_labels
 from services.reliability import reliability_of, uses_reliability
@@ -66,6 +67,30 @@ def first_wanted(campaign: Campaign) -> int | None:
     return int(redundancy["min_annotators"]) if redundancy else None
 
 
+def item_input(
+    campaign: Campaign,
+    ordinal: int,
+    *,
+    wanted: int | None = None,
+    attempt: int = 0,
+    responses: Sequence[ResponseRef] = (),
+) -> ItemInput:
+    """What an item's workflow starts with: the campaign's settings, and for a re-opened item
+    its attempt, the answers that still count and how many it asks for."""
+    return ItemInput(
+        campaign_id=campaign.id,
+        item_id=item_id_for(campaign.id, ordinal),
+        ordinal=ordinal,
+        annotators_per_image=campaign.annotators_per_image,
+        wanted=wanted if wanted is not None else first_wanted(campaign),
+        attempt=attempt,
+        # How often a waiting item reconciles with the database: once per lease.
+        reconcile_seconds=campaign.lease_timeout_s,
+        review_timeout_seconds=campaign.review_timeout_s,
+        responses=list(responses),
+    )
+
+
 class CampaignActivities:
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], client: Client, store: ObjectStore
@@ -97,10 +122,6 @@ class CampaignActivities:
             campaign = await session.get(Campaign, input.campaign_id)
             if campaign is None:
                 raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
-            reconcile = campaign.lease_timeout_s
-            k, review_timeout = campaign.annotators_per_image, campaign.review_timeout_s
-            wanted = first_wanted(campaign)
-
         ordinals = range(input.first_ordinal, input.first_ordinal + input.count)
         semaphore = asyncio.Semaphore(START_CONCURRENCY)
         task_queue = activity.info().task_queue
@@ -110,15 +131,7 @@ class CampaignActivities:
                 try:
                     await self._client.start_workflow(
                         "ItemWorkflow",
-                        ItemInput(
-                            campaign_id=input.campaign_id,
-                            item_id=item_id_for(input.campaign_id, ordinal),
-                            ordinal=ordinal,
-                            annotators_per_image=k,
-                            wanted=wanted,
-                            reconcile_seconds=reconcile,
-                            review_timeout_seconds=review_timeout,
-                        ),
+                        item_input(campaign, ordinal),
                         id=item_workflow_id(input.campaign_id, ordinal),
                         task_queue=task_queue,
                         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -41,6 +41,7 @@ from schemas.workflow_io import (
     ResolveItemResult,
     ResponseRef,
     campaign_workflow_id,
+    outcome_of,
 )
 from services.consensus import Assessment, assess, decided_objects, tag_labels
 from services.prelabels import voter_responses
@@ -452,13 +453,3 @@ def _adaptive_consensus(
         details=weighted.details,
     )
     return Adaptive(adaptive, confidence, futile)
-
-
-def outcome_of(method: str) -> ItemOutcome:
-    outcomes: dict[str, ItemOutcome] = {
-        "majority_vote": "agreed",
-        "consensus": "agreed",
-        "adaptive": "agreed",
-        "review": "reviewed",
-    }
-    return outcomes.get(method, "review_timed_out")

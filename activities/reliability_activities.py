@@ -17,17 +17,15 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.campaign_activities import START_CONCURRENCY, first_wanted
+from activities.campaign_activities import START_CONCURRENCY, first_wanted, item_input
 from db.models import Campaign, Item, Response
 from schemas.workflow_io import (
     SIGNAL_RESPONSE_VOIDED,
-    ItemInput,
     RefitResult,
     ReopenedItem,
     ResponseRef,
     ResponseVoided,
     RestartItemsInput,
-    item_id_for,
     item_workflow_id,
 )
 from services.reliability import apply_rules, refit
@@ -114,15 +112,11 @@ class ReliabilityActivities:
             async with semaphore:
                 await self._client.start_workflow(
                     "ItemWorkflow",
-                    ItemInput(
-                        campaign_id=input.campaign_id,
-                        item_id=item_id_for(input.campaign_id, ordinal),
-                        ordinal=ordinal,
-                        annotators_per_image=campaign.annotators_per_image,
+                    item_input(
+                        campaign,
+                        ordinal,
                         wanted=max(wanted.get(ordinal, 0), first_wanted(campaign) or 0) or None,
                         attempt=input.attempts.get(ordinal, 1),
-                        reconcile_seconds=campaign.lease_timeout_s,
-                        review_timeout_seconds=campaign.review_timeout_s,
                         responses=sorted(counted[ordinal], key=lambda r: r.response_id),
                     ),
                     id=item_workflow_id(input.campaign_id, ordinal),

@@ -23,6 +23,17 @@ SIGNAL_ITEMS_REOPENED = "items_reopened"
 ItemOutcome = Literal["agreed", "reviewed", "review_timed_out"]
 
 
+def outcome_of(method: str) -> ItemOutcome:
+    """The campaign's outcome of an item from its consensus method."""
+    outcomes: dict[str, ItemOutcome] = {
+        "majority_vote": "agreed",
+        "consensus": "agreed",
+        "adaptive": "agreed",
+        "review": "reviewed",
+    }
+    return outcomes.get(method, "review_timed_out")
+
+
 def campaign_workflow_id(campaign_id: str) -> str:
     return f"campaign/{campaign_id}"
 

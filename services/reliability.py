@@ -45,6 +45,7 @@ from quality.adaptive import one_coin_matrix, shrunk_confusions, smoothed_accura
 from quality.dawid_skene import DEFAULT_METHOD, DawidSkene, make_aggregator
 from schemas.campaign_spec import ReliabilitySpec
 from schemas.ontology import Ontology
+from schemas.workflow_io import ItemOutcome, outcome_of
 from services import audit
 from services.consensus import score_against
 from services.gold import GOLD
@@ -71,7 +72,7 @@ class RuleOutcome:
 
     judged: list[str] = field(default_factory=list)  # annotators blocked or sent to retrain
     voided: list[tuple[int, str]] = field(default_factory=list)  # (item ordinal, response id)
-    reopened: list[tuple[int, str]] = field(default_factory=list)  # (ordinal, previous outcome)
+    reopened: list[tuple[int, ItemOutcome]] = field(default_factory=list)  # (ordinal, before)
 
 
 def reliability_of(campaign: Campaign) -> ReliabilitySpec | None:
@@ -480,7 +481,7 @@ async def settle(
             )
             await session.execute(delete(Consensus).where(Consensus.item_id == item.id))
             item.status, item.finished_at, item.agreement = "open", None, None
-            outcome.reopened.append((item.ordinal, _outcome_of(previous or "majority_vote")))
+            outcome.reopened.append((item.ordinal, outcome_of(previous or "majority_vote")))
         response.voided_at, response.void_reason = now, f"annotator {status}: {quality.reason}"
         if item.status in {"open", "pending"}:
             item.slots_taken -= 1
@@ -507,12 +508,6 @@ async def settle(
                 item_id=item.id,
                 details={"previous_method": previous, "because_of": annotator_id},
             )
-
-
-def _outcome_of(method: str) -> str:
-    return {"majority_vote": "agreed", "consensus": "agreed", "adaptive": "agreed"}.get(
-        method, "reviewed" if method == "review" else "review_timed_out"
-    )
 
 
 async def reinstate(
