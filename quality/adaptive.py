@@ -73,6 +73,27 @@ def _clipped(accuracy: float, what: str) -> float:
     return min(max(value, ACCURACY_CLIP), 1.0 - ACCURACY_CLIP)
 
 
+def _class_index(
+    classes: Sequence[str],
+    labels: Sequence[str],
+    per_answer: Sequence[object],
+    what: str,
+    model: str,
+) -> dict[str, int]:
+    """Each class's position, after checking the classes and that every answer has its
+    ``what`` (an accuracy, a confusion matrix)."""
+    if len(classes) < 2:
+        raise ValueError(f"{model} needs at least two classes, got {len(classes)}")
+    index = {name: position for position, name in enumerate(classes)}
+    if len(index) != len(classes):
+        raise ValueError(f"classes repeat: {list(classes)}")
+    if len(labels) != len(per_answer):
+        raise ValueError(
+            f"labels and {what} must have the same length, got {len(labels)} and {len(per_answer)}"
+        )
+    return index
+
+
 def one_coin_posterior(
     labels: Sequence[str],
     accuracies: Sequence[float],
@@ -101,32 +122,10 @@ def one_coin_posterior(
             accuracy; a prior of the wrong length, with a negative or non-finite value, or
             summing to zero.
     """
+    index = _class_index(classes, labels, accuracies, "accuracies", "the one-coin model")
     n_classes = len(classes)
-    if n_classes < 2:
-        raise ValueError(f"the one-coin model needs at least two classes, got {n_classes}")
-    index = {name: position for position, name in enumerate(classes)}
-    if len(index) != n_classes:
-        raise ValueError(f"classes repeat: {list(classes)}")
-    if len(labels) != len(accuracies):
-        raise ValueError(
-            f"labels and accuracies must have the same length, got {len(labels)} and "
-            f"{len(accuracies)}"
-        )
 
-    if prior is None:
-        log_joint = np.zeros(n_classes)
-    else:
-        weights = np.asarray(prior, dtype=np.float64)
-        if weights.shape != (n_classes,):
-            raise ValueError(f"prior must have one value per class ({n_classes}), got {len(prior)}")
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError(f"prior values must be finite and >= 0, got {list(prior)}")
-        total = float(weights.sum())
-        if total <= 0:
-            raise ValueError("prior values sum to zero: no class is possible")
-        with np.errstate(divide="ignore"):
-            # A class with prior 0 gets log 0 = -inf and stays impossible whatever the answers.
-            log_joint = np.log(weights / total)
+    log_joint = _log_prior(prior, n_classes)
 
     if labels:
         codes = np.empty(len(labels), dtype=np.int64)
@@ -164,6 +163,7 @@ def _log_prior(prior: Sequence[float] | None, n_classes: int) -> np.ndarray:
     if total <= 0:
         raise ValueError("prior values sum to zero: no class is possible")
     with np.errstate(divide="ignore"):
+        # A class with prior 0 gets log 0 = -inf and stays impossible whatever the answers.
         return np.log(weights / total)
 
 
@@ -205,17 +205,8 @@ def confusion_posterior(
             has a negative or non-finite entry, or a row summing to zero; a bad prior (as in
             `one_coin_posterior`).
     """
+    index = _class_index(classes, labels, confusions, "confusions", "the model")
     n_classes = len(classes)
-    if n_classes < 2:
-        raise ValueError(f"the model needs at least two classes, got {n_classes}")
-    index = {name: position for position, name in enumerate(classes)}
-    if len(index) != n_classes:
-        raise ValueError(f"classes repeat: {list(classes)}")
-    if len(labels) != len(confusions):
-        raise ValueError(
-            f"labels and confusions must have the same length, got {len(labels)} and "
-            f"{len(confusions)}"
-        )
     log_joint = _log_prior(prior, n_classes)
     for i, (label, matrix) in enumerate(zip(labels, confusions, strict=True)):
         try:
