@@ -2,13 +2,18 @@
 
 One run:
 1. starts a fresh Temporal dev server (and PostgreSQL when asked) in a temporary directory;
-2. the floor: N bare workflows that each start, receive k = 3 signals and complete, with the
+2. the floor: F bare workflows (``--floor-images``, by default N up to 10,000: its rate per
+   workflow does not depend on N) that each start, receive k = 3 signals and complete, with the
    same bound on workflows in flight as a campaign;
 3. the pipeline: a campaign of N images, k = 3 simulated annotators who answer at once through
-   the API, run by P worker processes (``quorum worker``, separate OS processes);
+   the API, run by P worker processes (``quorum worker``, separate OS processes); meanwhile every
+   RSS_SAMPLE_SECONDS the current memory (VmRSS) of each worker process and the answers accepted
+   so far, and every PROGRESS_SECONDS a progress line on stderr, so a long run can be watched;
 4. counts, not times: history events, workflow tasks, activities and signals per image, for an
    agreed image and for one that went to review, and the campaign workflow's share per image;
-5. the peak memory (VmHWM) of each worker process.
+5. the peak memory (VmHWM) of each worker process after the campaign, its memory at the end,
+   and the memory timeline (``[seconds, answers, [MB per worker]]``, at most TIMELINE_MAX
+   samples: a long run keeps every n-th and the last), which shows whether memory stays bounded.
 
 Writes ``bench/results/pipeline-<db>-<N>-p<P>.json``; ``python -m bench.curves`` assembles the
 scale and process curves from those files.
@@ -32,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.api.enums.v1 import TaskQueueType
@@ -63,6 +69,13 @@ OPERATOR = "bench-operator"
 # What the pipeline's JSON records about the software under test.
 PACKAGES = ("temporalio", "sqlalchemy", "asyncpg", "aiosqlite", "fastapi", "temporal-cli")
 WORKER = ("-m", "cli.main", "worker")
+# The floor's rate per workflow does not depend on N: past this many it only costs time.
+FLOOR_IMAGES_MAX = 10_000
+# Worker memory is sampled this often during the campaign; progress goes to stderr this often.
+RSS_SAMPLE_SECONDS = 10
+PROGRESS_SECONDS = 60
+# The most samples the JSON keeps of the memory timeline.
+TIMELINE_MAX = 200
 
 AsgiApp = Callable[..., Awaitable[None]]
 
@@ -146,14 +159,122 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
         w.wait(60)
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int, field: str) -> float | None:
+    """A memory field (in kB) of /proc/<pid>/status, in MB; None if it cannot be read."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmRSS")
+
+
+class AnswerCounter:
+    """Answers the API accepted, counted in this process as responses go out: the progress of a
+    campaign without a query to the database or to Temporal."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    def wrap(self, app: AsgiApp) -> AsgiApp:
+        async def counted(
+            scope: dict[str, Any],
+            receive: Callable[[], Awaitable[dict[str, Any]]],
+            send: Callable[[dict[str, Any]], Awaitable[None]],
+        ) -> None:
+            if scope["type"] != "http" or not scope["path"].endswith("/response"):
+                await app(scope, receive, send)
+                return
+
+            async def send_counted(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start" and message["status"] < 300:
+                    self.accepted += 1
+                await send(message)
+
+            await app(scope, receive, send_counted)
+
+        return counted
+
+
+Sample = tuple[float, int, list[float | None]]
+
+
+class MemoryTimeline:
+    """While the campaign runs: every RSS_SAMPLE_SECONDS each worker's current memory (VmRSS)
+    and the answers accepted so far; every PROGRESS_SECONDS a line on stderr. A failed read is
+    a None, never an error."""
+
+    def __init__(self, pids: Sequence[int], answers: AnswerCounter, images: int) -> None:
+        self.pids = list(pids)
+        self.answers = answers
+        self.images = images
+        self.samples: list[Sample] = []
+
+    def _take(self, started: float) -> Sample:
+        sample = (
+            round(time.perf_counter() - started, 1),
+            self.answers.accepted,
+            [rss_mb(pid) for pid in self.pids],
+        )
+        self.samples.append(sample)
+        return sample
+
+    def _report(self, sample: Sample) -> None:
+        seconds, answers, rss = sample
+        print(
+            f"pipeline: {seconds:.0f} s, {answers} answers (~{answers // K} of {self.images} "
+            f"images), worker RSS MB {rss}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def _sample(self, started: float) -> None:
+        every = max(1, round(PROGRESS_SECONDS / RSS_SAMPLE_SECONDS))
+        slot = reported = 0
+        while True:
+            sample = self._take(started)
+            if slot // every > reported:
+                reported = slot // every
+                self._report(sample)
+            # On a fixed schedule, so the samples do not drift by the time each one takes; a
+            # slot missed while the event loop was busy is skipped, not caught up in a burst.
+            now = time.perf_counter()
+            slot = int((now - started) / RSS_SAMPLE_SECONDS) + 1
+            await asyncio.sleep(started + slot * RSS_SAMPLE_SECONDS - now)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        task = asyncio.create_task(self._sample(started))
+        try:
+            yield
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as e:  # the measurement must never fail the run
+                print(f"pipeline: memory sampling stopped: {e!r}", file=sys.stderr, flush=True)
+            self._report(self._take(started))
+
+    def compact(self) -> list[list[Any]]:
+        """At most TIMELINE_MAX samples: every n-th, and always the last."""
+        rows = [[s, a, rss] for s, a, rss in self.samples]
+        if len(rows) <= TIMELINE_MAX:
+            return rows
+        head, last = rows[:-1], rows[-1]
+        step = -(-len(head) // (TIMELINE_MAX - 1))
+        return [*head[::step], last]
 
 
 async def history_counts(client: Client, workflow_id: str) -> dict[str, int]:
@@ -313,17 +434,42 @@ async def run_campaign(
     return cid, elapsed, result
 
 
+def default_floor_images(images: int) -> int:
+    return min(images, FLOOR_IMAGES_MAX)
+
+
 async def run_pipeline_bench(
-    images: int, *, processes: int = 1, db: str = "sqlite", annotators: int = 6
+    images: int,
+    *,
+    processes: int = 1,
+    db: str = "sqlite",
+    annotators: int = 6,
+    floor_images: int | None = None,
 ) -> Path:
     load_at_start = load_average()
+    floor_n = default_floor_images(images) if floor_images is None else floor_images
     async with pipeline_stack(db) as stack:
         settings, client = stack.settings, stack.client
-        floor = await run_floor(client, images)
+        started = time.perf_counter()
+        floor = await run_floor(client, floor_n)
+        print(
+            f"pipeline: floor {floor:.2f} workflows/s over {floor_n} in "
+            f"{time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         workers = start_workers(settings, processes, settings.home / "workers.log")
         try:
             await wait_for_workers(client, settings.temporal.task_queue, processes)
-            cid, elapsed, result = await run_campaign(settings, images, annotators=annotators)
+            answers = AnswerCounter()
+            timeline = MemoryTimeline([w.pid for w in workers], answers, images)
+            cid, elapsed, result = await run_campaign(
+                settings,
+                images,
+                annotators=annotators,
+                wrap_app=answers.wrap,
+                around=timeline.running,
+            )
             rss = [peak_rss_mb(w.pid) for w in workers]
             review_cid, _, _ = await run_campaign(
                 settings, 4, annotators=annotators, contrarian=True
@@ -336,22 +482,25 @@ async def run_pipeline_bench(
         campaign = await history_counts(client, campaign_workflow_id(cid))
 
     pipeline_rate = images / elapsed
+    floor_flag = f" --floor-images {floor_n}" if floor_n != default_floor_images(images) else ""
     out = {
         "benchmark": "pipeline",
         "at": datetime.now(UTC).isoformat(),
         "machine": machine(*PACKAGES, load_at_start=load_at_start),
         "command": f"python -m bench.pipeline_bench --images {images} --processes {processes} "
-        f"--db {db}",
+        f"--db {db}{floor_flag}",
         "invoked_by": invoked_by(),
         "code": code_version(),
         "config": {
             "images": images,
+            "floor_images": floor_n,
             "annotators_per_image": K,
             "annotators": annotators,
             "database": db,
             "store": "local",
             "worker_processes": processes,
             "window": WINDOW,
+            "worker_rss_sample_seconds": RSS_SAMPLE_SECONDS,
         },
         "results": {
             "seconds": round(elapsed, 3),
@@ -369,6 +518,8 @@ async def run_pipeline_bench(
                 "campaign_activities": round(campaign["activities"] / images, 3),
             },
             "worker_peak_rss_mb": rss,
+            "worker_rss_mb_at_end": timeline.samples[-1][2],
+            "worker_rss_timeline": timeline.compact(),
         },
     }
     path = results_dir() / f"pipeline-{db}-{images}-p{processes}.json"
@@ -385,8 +536,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--floor-images",
+        type=int,
+        help=f"bare workflows for the floor (default: --images, at most {FLOOR_IMAGES_MAX:,})",
+    )
     args = parser.parse_args(argv)
-    path = asyncio.run(run_pipeline_bench(args.images, processes=args.processes, db=args.db))
+    if args.floor_images is not None and args.floor_images < 1:
+        parser.error("--floor-images must be at least 1")
+    path = asyncio.run(
+        run_pipeline_bench(
+            args.images, processes=args.processes, db=args.db, floor_images=args.floor_images
+        )
+    )
     print(path.read_text())
     return 0
 
