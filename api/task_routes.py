@@ -1,8 +1,10 @@
 """Annotators: get the next image, submit an answer, skip.
 
-A submission is acknowledged only after its row is committed; then the ItemWorkflow is
-signalled. If the signal fails (Temporal unreachable, the API crashes right after the commit),
-the answer is still safe: the workflow reconciles with the database on its own.
+A submission is acknowledged only after its row is committed. The answer that completes its
+image (every wanted answer is in) then signals the ItemWorkflow, naming all of them; the others
+send nothing, which saves the workflow a wake-up per answer. If the signal fails (Temporal
+unreachable, the API crashes right after the commit), the answer is still safe: the workflow
+reconciles with the database on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from schemas.workflow_io import (
     SIGNAL_QUALITY_EVIDENCE,
     SIGNAL_RESPONSE_SUBMITTED,
     QualityEvidence,
+    ResponseRef,
     ResponseSubmitted,
     campaign_workflow_id,
     item_workflow_id,
@@ -173,9 +176,14 @@ async def submit(
         raise
     if submission.gold:
         await signal_gold_scored(ctx, campaign_id, person.id)
-    else:
+    elif submission.completes_with is not None:
         await signal_response(
-            ctx, campaign_id, submission.ordinal, submission.response.id, person.id
+            ctx,
+            campaign_id,
+            submission.ordinal,
+            submission.response.id,
+            person.id,
+            others=submission.completes_with,
         )
     return SubmissionOut(
         response_id=submission.response.id, duplicate=submission.duplicate, late=submission.late
@@ -183,12 +191,23 @@ async def submit(
 
 
 async def signal_response(
-    ctx: AppContext, campaign_id: str, ordinal: int, response_id: str, annotator_id: str
+    ctx: AppContext,
+    campaign_id: str,
+    ordinal: int,
+    response_id: str,
+    annotator_id: str,
+    *,
+    others: list[tuple[str, str]],
 ) -> None:
+    """Wake the image's workflow: this answer completed it, with ``others``."""
     try:
         await ctx.temporal.get_workflow_handle(item_workflow_id(campaign_id, ordinal)).signal(
             SIGNAL_RESPONSE_SUBMITTED,
-            ResponseSubmitted(response_id=response_id, annotator_id=annotator_id),
+            ResponseSubmitted(
+                response_id=response_id,
+                annotator_id=annotator_id,
+                others=[ResponseRef(response_id=r, annotator_id=a) for r, a in others],
+            ),
         )
     except Exception:  # the answer is committed; the workflow's reconciliation will find it
         log.warning(

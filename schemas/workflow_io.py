@@ -50,11 +50,23 @@ def item_id_for(campaign_id: str, ordinal: int) -> str:
 # --- messages from people (sent by the API) ---------------------------------------------------
 
 
+class ResponseRef(BaseModel):
+    response_id: str
+    annotator_id: str
+
+
 class ResponseSubmitted(BaseModel):
-    """A response stored in the database. The response ID is the idempotency key."""
+    """A response stored in the database. The response ID is the idempotency key.
+
+    The API sends it once an image has all the answers it wants, not for each answer: ``others``
+    are the image's other counted answers, oldest first, so one signal (not k) wakes the item.
+    Histories recorded when each answer had its own signal carry no ``others``, and replay the
+    same.
+    """
 
     response_id: str
     annotator_id: str
+    others: list[ResponseRef] = Field(default_factory=list)
 
 
 class ReviewDecided(BaseModel):
@@ -87,11 +99,6 @@ class ReopenedItem(BaseModel):
 
 
 # --- the item workflow --------------------------------------------------------------------------
-
-
-class ResponseRef(BaseModel):
-    response_id: str
-    annotator_id: str
 
 
 class ItemInput(BaseModel):

@@ -32,7 +32,15 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Annotator, AnnotatorQuality, Assignment, Campaign, Item, Response, utcnow
+from db.models import (
+    Annotator,
+    AnnotatorQuality,
+    Assignment,
+    Campaign,
+    Item,
+    Response,
+    utcnow,
+)
 from schemas.annotations import ResponseBody, validate_response
 from schemas.ontology import Ontology
 from schemas.workflow_io import item_workflow_id
@@ -76,6 +84,31 @@ class Submission:
     late: bool
     ordinal: int
     gold: bool = False  # an answer to a gold item: it goes to the reliability model, not a workflow
+    # Set when this answer completes its image (every wanted answer is in): the image's other
+    # counted answers as (response_id, annotator_id), oldest first. The API wakes the item's
+    # workflow only then, with all of them in one signal; None means "not yet, or not open".
+    completes_with: list[tuple[str, str]] | None = None
+
+
+async def _completes_with(
+    session: AsyncSession, item: Item, response_id: str
+) -> list[tuple[str, str]] | None:
+    """The other counted answers when ``response_id`` leaves ``item`` wanting nothing more.
+
+    Runs under the item's row lock (taken by the submit), so of two answers committing at once
+    exactly one sees the image complete."""
+    if item.kind == GOLD or item.status != "open":
+        return None
+    rows = (
+        await session.execute(
+            select(Response.id, Response.annotator_id)
+            .where(Response.item_id == item.id, Response.voided_at.is_(None))
+            .order_by(Response.submitted_at, Response.id)
+        )
+    ).all()
+    if len(rows) < item.slots_wanted:
+        return None
+    return [(r, a) for r, a in rows if r != response_id]
 
 
 async def _campaign(session: AsyncSession, campaign_id: str) -> Campaign:
@@ -369,6 +402,8 @@ async def submit_response(
             late=previous.late,
             ordinal=item.ordinal,
             gold=item.kind == GOLD,
+            # A repeat re-sends the wake-up: the first reply may have been lost before its signal.
+            completes_with=await _completes_with(session, item, previous.id),
         )
 
     campaign = await _campaign(session, assignment.campaign_id)
@@ -430,7 +465,12 @@ async def submit_response(
         },
     )
     return Submission(
-        response=response, duplicate=False, late=late, ordinal=item.ordinal, gold=gold
+        response=response,
+        duplicate=False,
+        late=late,
+        ordinal=item.ordinal,
+        gold=gold,
+        completes_with=await _completes_with(session, item, response.id),
     )
 
 

@@ -3,9 +3,11 @@
 It waits for k responses from distinct annotators, has the agreement measured, and either
 finalizes the majority or waits for an expert's decision. Responses and decisions arrive as
 signals sent by the API after its database commit (a signal is stored even while every worker is
-down). Each carries the ID of its database row, which is the idempotency key: a repeat is
-ignored. Waits time out periodically to reconcile with the database, which catches a signal lost
-between the API's commit and its send.
+down). The API signals once the image has all the answers it wants, with every counted answer's
+ID in the one signal (one wake-up per image instead of k; each answer's own time is in the audit
+log). IDs are database rows, which are the idempotency keys: a repeat is ignored. Waits time out
+periodically to reconcile with the database, which catches a signal lost between the API's commit
+and its send, and answers that arrived while the image still wanted more.
 
 With adaptive redundancy the item collects ``wanted`` answers (the campaign's minimum), and the
 resolve activity may answer "more": the consensus is not confident enough, so the item asks for
@@ -58,6 +60,8 @@ class ItemWorkflow:
 
     @workflow.signal(name=SIGNAL_RESPONSE_SUBMITTED)
     def response_submitted(self, message: ResponseSubmitted) -> None:
+        for ref in message.others:
+            self._add_response(ref.response_id, ref.annotator_id)
         self._add_response(message.response_id, message.annotator_id)
 
     @workflow.signal(name=SIGNAL_RESPONSE_VOIDED)

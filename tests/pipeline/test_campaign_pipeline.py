@@ -157,13 +157,6 @@ async def test_repeated_submission_is_counted_once(pipeline: Pipeline) -> None:
     assert again.status_code == 409
     assert again.json()["message"] == ALREADY_ANSWERED
 
-    handle = p.temporal.get_workflow_handle(item_workflow_id(cid, 0))
-    for _ in range(50):
-        if await handle.query("response_count") == 1:
-            break
-        await asyncio.sleep(0.1)
-    assert await handle.query("response_count") == 1
-
     await annotate_until_empty(p.http, second, cid, p.truth)
     result = await p.result(cid)
     assert result.counts.finished == 1
@@ -171,6 +164,21 @@ async def test_repeated_submission_is_counted_once(pipeline: Pipeline) -> None:
         consensus = await s.get(Consensus, f"{cid}-0")
         assert consensus is not None
         assert sorted(consensus.annotator_ids) == sorted([first.id, second.id])
+
+    # The workflow was woken once, by the answer that completed the image, naming both answers;
+    # the five repeats of the first answer sent nothing.
+    handle = p.temporal.get_workflow_handle(item_workflow_id(cid, 0))
+    signals = [
+        e.workflow_execution_signaled_event_attributes
+        for e in (await handle.fetch_history()).events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert [s.signal_name for s in signals] == ["response_submitted"]
+    payload = json.loads(signals[0].input.payloads[0].data)
+    named = [payload["response_id"]] + [r["response_id"] for r in payload["others"]]
+    async with p.sessions() as s:
+        stored = (await s.scalars(select(Response.id).where(Response.item_id == f"{cid}-0"))).all()
+    assert sorted(named) == sorted(stored)
 
 
 async def test_expired_lease_is_offered_to_another_annotator(pipeline: Pipeline) -> None:
