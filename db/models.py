@@ -180,6 +180,18 @@ class Response(Base):
     void_reason: Mapped[str | None] = mapped_column(Text)
 
 
+class AnnotatorProgress(Base):
+    """How many answers an annotator gave in a campaign: a counter kept by the submit, so the
+    task page's "answered" is one row read instead of a count over everything they answered
+    (which grew with every answer: 50,000 rows per claim for a busy annotator)."""
+
+    __tablename__ = "annotator_progress"
+
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), primary_key=True)
+    answered: Mapped[int] = mapped_column(default=0)
+
+
 class AnnotatorQuality(Base):
     """What a campaign has learned about one annotator (or one model that votes), and whether
     they may still work on it. Updated by the reliability activity and by gold answers."""

@@ -30,10 +30,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import (
     Annotator,
+    AnnotatorProgress,
     AnnotatorQuality,
     Assignment,
     Campaign,
@@ -446,6 +449,7 @@ async def submit_response(
         response.gold_score = score_against(ontology, response.body, item.gold_answer, size)
         await _add_gold_evidence(session, campaign, annotator.id, response.gold_score)
     session.add(response)
+    await _count_answer(session, assignment.campaign_id, annotator.id)
     assignment.state = "submitted"
     assignment.finished_at = now
     await session.flush()
@@ -554,11 +558,28 @@ async def record_refusal(
 
 
 async def annotator_progress(session: AsyncSession, annotator_id: str, campaign_id: str) -> int:
+    """How many answers this annotator gave in the campaign (one row read)."""
     return int(
         await session.scalar(
-            select(func.count())
-            .select_from(Response)
-            .where(Response.annotator_id == annotator_id, Response.campaign_id == campaign_id)
+            select(AnnotatorProgress.answered).where(
+                AnnotatorProgress.campaign_id == campaign_id,
+                AnnotatorProgress.annotator_id == annotator_id,
+            )
         )
         or 0
+    )
+
+
+async def _count_answer(session: AsyncSession, campaign_id: str, annotator_id: str) -> None:
+    """One more answer on the annotator's counter, created at their first (an upsert: two
+    first answers at once cannot both insert)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(AnnotatorProgress).values(
+        campaign_id=campaign_id, annotator_id=annotator_id, answered=1
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["campaign_id", "annotator_id"],
+            set_={"answered": AnnotatorProgress.answered + 1},
+        )
     )
