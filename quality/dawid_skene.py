@@ -139,6 +139,13 @@ class DawidSkene(ClassificationAggregator):
     is less accurate (``s_rel_repeats`` in the benchmark), and so is weighting each of a pair's
     ``m`` answers ``1/m`` (15 tasks fewer; ``variants_explored_in_a_prototype``).
 
+    No overlap, no model: when no task has two answers and no gold task was answered, nothing
+    ties one worker's answers to another's, and EM drifts to a degenerate fit (one answer per
+    task of dog: 0.29 accurate against 0.71 for the answers themselves). ``fit`` then keeps the
+    majority-vote posteriors (each task's own answer), and fits the priors and confusion
+    matrices once from them (``n_iter_ == 0``); ``without_overlap="em"`` runs EM regardless, as
+    plain Dawid-Skene does.
+
     Deterministic: no randomness; ties in ``predict`` go to the lowest class index.
 
     References: A. P. Dawid and A. M. Skene (1979), "Maximum Likelihood Estimation of Observer
@@ -163,6 +170,8 @@ class DawidSkene(ClassificationAggregator):
             one kept step to the next.
         accelerate: SQUAREM extrapolation between EM steps (``False``: plain EM, one step at a
             time, for reference).
+        without_overlap: when no task has two answers and no gold task is answered:
+            ``"majority"`` keeps each task's own answer, ``"em"`` runs EM anyway.
 
     Learned attributes:
         tasks_, workers_, n_classes_: see `quality.base.ClassificationAggregator`.
@@ -197,6 +206,7 @@ class DawidSkene(ClassificationAggregator):
         max_iter: int = 500,
         tol: float = 1e-10,
         accelerate: bool = True,
+        without_overlap: Literal["majority", "em"] = "majority",
     ) -> None:
         self.n_classes = n_classes
         self.prior_strength = prior_strength
@@ -206,8 +216,13 @@ class DawidSkene(ClassificationAggregator):
         self.max_iter = max_iter
         self.tol = tol
         self.accelerate = accelerate
+        self.without_overlap = without_overlap
 
     def _check_hyperparameters(self) -> None:
+        if self.without_overlap not in ("majority", "em"):
+            raise ValueError(
+                f"without_overlap must be 'majority' or 'em', got {self.without_overlap!r}"
+            )
         if not (np.isfinite(self.prior_strength) and self.prior_strength >= 0):
             raise ValueError(f"prior_strength must be finite and >= 0, got {self.prior_strength}")
         if not 0.0 <= self.prior_diagonal <= 1.0:
@@ -264,6 +279,10 @@ class DawidSkene(ClassificationAggregator):
         # plain MAP-EM whose objective cannot decrease).
         pseudo = self.prior_strength * n_classes * rho0[:, None] * prior_mean
 
+        no_overlap = not gold_index.size and votes.sum(axis=0).max() <= 1
+        if no_overlap and self.without_overlap == "majority":
+            return self._keep_majority(encoded, posteriors, em.step(posteriors, pseudo))
+
         tolerance = self.tol * len(encoded.labels)
         history: list[float] = []
         n_steps = 0
@@ -305,6 +324,23 @@ class DawidSkene(ClassificationAggregator):
         self.loglikelihoods_ = history
         self.n_iter_ = n_steps
         self.n_gold_ = len(gold_index)
+        self.labels_ = np.argmax(tied_with_max(self.probas_), axis=1).astype(np.int64)
+        return self
+
+    def _keep_majority(
+        self, encoded: EncodedAnswers, posteriors: NDArray[np.float64], step: _Step
+    ) -> Self:
+        """The fit for answers without overlap: majority-vote posteriors, and the priors and
+        confusion matrices of one M-step from them."""
+        self.tasks_ = encoded.tasks
+        self.workers_ = encoded.workers
+        self.n_classes_ = encoded.n_classes
+        self.probas_ = np.ascontiguousarray(posteriors.T)
+        self.priors_ = step.priors
+        self.errors_ = step.errors
+        self.loglikelihoods_ = []
+        self.n_iter_ = 0
+        self.n_gold_ = 0
         self.labels_ = np.argmax(tied_with_max(self.probas_), axis=1).astype(np.int64)
         return self
 

@@ -42,7 +42,7 @@ def test_one_answer_first_iteration_by_hand() -> None:
     # M-step: row 0 has no answer, so it is the prior mean [.8, .2]; row 1 = ([2/15, 18/15] +
     # [0, 1]) / (35/15) = [2/35, 33/35]; rho = ([0, 1] + 1) / 3 = [1/3, 2/3].
     # E-step: class 0: 1/3 * .2 = 7/105, class 1: 2/3 * 33/35 = 66/105 -> [7, 66] / 73.
-    model = DawidSkene(max_iter=1).fit((["t"], ["w"], [1]))
+    model = DawidSkene(max_iter=1, without_overlap="em").fit((["t"], ["w"], [1]))
     assert model.n_iter_ == 1
     assert model.probas_[0] == pytest.approx([7 / 73, 66 / 73])
     assert model.priors_ == pytest.approx([1 / 3, 2 / 3])
@@ -53,7 +53,8 @@ def test_uniform_guess_prior_first_iteration_by_hand() -> None:
     # The earlier prior (guesses uniform), same table: prior mean rows [.85, .15] and
     # [.15, .85]; a = [[17/30, 1/10], [1/5, 17/15]]; row 1 = ([1/5, 17/15] + [0, 1]) / (7/3) =
     # [3/35, 32/35]; E-step: 1/3 * .15 = 21/420 against 2/3 * 32/35 = 256/420.
-    model = DawidSkene(prior_guess="uniform", max_iter=1).fit((["t"], ["w"], [1]))
+    model = DawidSkene(prior_guess="uniform", max_iter=1, without_overlap="em")
+    model.fit((["t"], ["w"], [1]))
     assert model.probas_[0] == pytest.approx([21 / 277, 256 / 277])
     np.testing.assert_allclose(model.errors_[0], [[0.85, 0.15], [3 / 35, 32 / 35]])
 

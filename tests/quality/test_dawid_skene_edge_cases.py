@@ -79,7 +79,7 @@ def test_repeated_answers_count_twice() -> None:
 
 
 def test_max_iter_one_runs_one_iteration() -> None:
-    model = DawidSkene(max_iter=1).fit((["t1", "t2"], ["a", "a"], [0, 1]))
+    model = DawidSkene(max_iter=1, without_overlap="em").fit((["t1", "t2"], ["a", "a"], [0, 1]))
     assert model.n_iter_ == 1
     assert len(model.loglikelihoods_) == 1
 
@@ -148,3 +148,47 @@ def test_gold_with_ids_of_another_type_is_ignored() -> None:
 def test_bad_hyperparameters_raise(hyperparameters: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DawidSkene(**hyperparameters).fit((["t1"], ["a"], [0]))
+
+
+def _one_answer_per_task(seed: int) -> tuple[list[str], list[str], list[int], list[int]]:
+    """300 tasks of 3 classes, each answered once by one of 150 workers (two answers each on
+    average, as on a campaign with k = 1) who are right 70% of the time."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, 300).tolist()
+    workers = [f"w{rng.integers(0, 150)}" for _ in truth]
+    labels = [z if rng.random() < 0.7 else int((z + rng.integers(1, 3)) % 3) for z in truth]
+    return [f"t{i:03d}" for i in range(len(truth))], workers, labels, truth
+
+
+def test_without_overlap_each_task_keeps_its_own_answer() -> None:
+    tasks, workers, labels, truth = _one_answer_per_task(0)
+    model = DawidSkene().fit((tasks, workers, labels))
+    assert model.n_iter_ == 0
+    assert model.predict().tolist() == labels
+    assert model.probas_.max(axis=1).tolist() == [1.0] * len(tasks)
+    # Without the rule, EM drifts away from the only evidence there is, well below the answers'
+    # own accuracy (0.72 here).
+    drifted = DawidSkene(without_overlap="em").fit((tasks, workers, labels))
+
+    def accuracy(predicted: list[int]) -> float:
+        return sum(p == z for p, z in zip(predicted, truth, strict=True)) / len(truth)
+
+    assert accuracy(labels) > 0.7
+    assert accuracy(drifted.predict().tolist()) < accuracy(labels) - 0.2
+
+
+def test_one_task_with_two_answers_is_enough_to_run_em() -> None:
+    tasks, workers, labels, _ = _one_answer_per_task(1)
+    model = DawidSkene().fit(([*tasks, tasks[0]], [*workers, "other"], [*labels, labels[0]]))
+    assert model.n_iter_ > 0
+
+
+def test_gold_answers_are_enough_to_run_em() -> None:
+    tasks, workers, labels, truth = _one_answer_per_task(2)
+    model = DawidSkene().fit((tasks, workers, labels), gold={tasks[0]: truth[0]})
+    assert model.n_iter_ > 0
+
+
+def test_without_overlap_must_be_a_known_rule() -> None:
+    with pytest.raises(ValueError, match="without_overlap"):
+        DawidSkene(without_overlap="vote").fit((["t"], ["w"], [0]))  # type: ignore[arg-type]
