@@ -181,15 +181,17 @@ class Response(Base):
 
 
 class AnnotatorProgress(Base):
-    """How many answers an annotator gave in a campaign: a counter kept by the submit, so the
-    task page's "answered" is one row read instead of a count over everything they answered
-    (which grew with every answer: 50,000 rows per claim for a busy annotator)."""
+    """How many answers an annotator gave in a campaign, and how many tasks they were leased:
+    counters kept by the submit and the claim, so the task page's "answered" and the gold
+    schedule are one row read instead of a count over everything they did (which grew with every
+    answer: 50,000 rows per claim for a busy annotator)."""
 
     __tablename__ = "annotator_progress"
 
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
     annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), primary_key=True)
     answered: Mapped[int] = mapped_column(default=0)
+    leased: Mapped[int] = mapped_column(default=0, server_default="0")  # new leases, not renewals
 
 
 class AnnotatorQuality(Base):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -212,9 +212,10 @@ async def claim_next(
     gold_rate = (campaign.spec.get("gold") or {}).get("rate")
     if gold_rate:
         tasks_before = await session.scalar(
-            select(func.count())
-            .select_from(Assignment)
-            .where(Assignment.annotator_id == annotator.id, Assignment.campaign_id == campaign_id)
+            select(AnnotatorProgress.leased).where(
+                AnnotatorProgress.campaign_id == campaign_id,
+                AnnotatorProgress.annotator_id == annotator.id,
+            )
         )
         if gold_is_due(float(gold_rate), int(tasks_before or 0)):
             gold = await session.scalar(
@@ -269,6 +270,7 @@ async def _lease(
             lease_expires_at=expires,
         )
         session.add(assignment)
+        await _count(session, campaign.id, annotator.id, "leased")
     item.slots_taken += 1
     await session.flush()
     await _audit(
@@ -449,7 +451,7 @@ async def submit_response(
         response.gold_score = score_against(ontology, response.body, item.gold_answer, size)
         await _add_gold_evidence(session, campaign, annotator.id, response.gold_score)
     session.add(response)
-    await _count_answer(session, assignment.campaign_id, annotator.id)
+    await _count(session, assignment.campaign_id, annotator.id, "answered")
     assignment.state = "submitted"
     assignment.finished_at = now
     await session.flush()
@@ -570,16 +572,21 @@ async def annotator_progress(session: AsyncSession, annotator_id: str, campaign_
     )
 
 
-async def _count_answer(session: AsyncSession, campaign_id: str, annotator_id: str) -> None:
-    """One more answer on the annotator's counter, created at their first (an upsert: two
-    first answers at once cannot both insert)."""
+async def _count(
+    session: AsyncSession,
+    campaign_id: str,
+    annotator_id: str,
+    counter: Literal["answered", "leased"],
+) -> None:
+    """One more on an annotator's counter, their row created at its first use (an upsert: two
+    first uses at once cannot both insert)."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(AnnotatorProgress).values(
-        campaign_id=campaign_id, annotator_id=annotator_id, answered=1
+        campaign_id=campaign_id, annotator_id=annotator_id, answered=0, leased=0
     )
+    column = getattr(AnnotatorProgress, counter)
     await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["campaign_id", "annotator_id"],
-            set_={"answered": AnnotatorProgress.answered + 1},
+        stmt.values({counter: 1}).on_conflict_do_update(
+            index_elements=["campaign_id", "annotator_id"], set_={counter: column + 1}
         )
     )

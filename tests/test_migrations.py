@@ -36,3 +36,57 @@ async def test_migrations_match_the_models(
     finally:
         await engine.dispose()
     assert diff == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_the_annotator_counters_are_backfilled_from_the_record(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Campaigns under way when 0007 and 0008 arrive keep their annotators' answer and lease
+    counts (the gold schedule and the task page read them)."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    await upgrade_database(url, "0006")
+    now = "2026-11-26 12:00:00+00:00"
+    rows = [
+        "INSERT INTO annotators (id, name, role, status, max_concurrent, skills, token_hash,"
+        f" created_at) VALUES ('ann_a', 'a', 'annotator', 'active', 1, '[]', 'ha', '{now}'),"
+        f" ('ann_b', 'b', 'annotator', 'active', 1, '[]', 'hb', '{now}')",
+        "INSERT INTO campaigns (id, name, dataset, spec, status, annotators_per_image,"
+        ' agreement_threshold, lease_timeout_s, review_timeout_s, "window", item_count,'
+        " created_by,"
+        f" created_at, updated_at) VALUES ('cmp', 'c', 'd', '{{}}', 'running', 2, 0.5, 60, 60,"
+        f" 10, 3, 'op', '{now}', '{now}')",
+        "INSERT INTO items (id, campaign_id, ordinal, uri, status, slots_taken) VALUES"
+        " ('cmp-0', 'cmp', 0, 'u0', 'open', 2), ('cmp-1', 'cmp', 1, 'u1', 'open', 1),"
+        " ('cmp-2', 'cmp', 2, 'u2', 'open', 1)",
+        # a: three leases, two answered; b: one lease, unanswered.
+        "INSERT INTO assignments (id, campaign_id, item_id, annotator_id, state, leased_at,"
+        f" lease_expires_at) VALUES ('s1', 'cmp', 'cmp-0', 'ann_a', 'submitted', '{now}',"
+        f" '{now}'), ('s2', 'cmp', 'cmp-1', 'ann_a', 'submitted', '{now}', '{now}'),"
+        f" ('s3', 'cmp', 'cmp-2', 'ann_a', 'leased', '{now}', '{now}'),"
+        f" ('s4', 'cmp', 'cmp-0', 'ann_b', 'leased', '{now}', '{now}')",
+        "INSERT INTO responses (id, assignment_id, campaign_id, item_id, annotator_id,"
+        " idempotency_key, body, late, submitted_at) VALUES"
+        f" ('r1', 's1', 'cmp', 'cmp-0', 'ann_a', 'k1', '{{}}', false, '{now}'),"
+        f" ('r2', 's2', 'cmp', 'cmp-1', 'ann_a', 'k2', '{{}}', false, '{now}')",
+    ]
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for sql in rows:
+                await conn.exec_driver_sql(sql)
+        await upgrade_database(url)
+        async with engine.connect() as conn:
+            counters = (
+                await conn.exec_driver_sql(
+                    "SELECT annotator_id, answered, leased FROM annotator_progress"
+                    " ORDER BY annotator_id"
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in counters] == [("ann_a", 2, 3), ("ann_b", 0, 1)]
