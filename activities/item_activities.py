@@ -46,6 +46,7 @@ from schemas.workflow_io import (
 from services.consensus import Assessment, assess, decided_objects, tag_labels
 from services.prelabels import voter_responses
 from services.reliability import POPULATION, Estimate, uses_reliability, weights_for
+from services.task_assignment import counted_answers
 
 # Agreement is a ratio of small integers (2/3 = 0.666...); an operator who writes 0.66 or
 # 0.6667 means "two of three", so compare with a little slack.
@@ -60,12 +61,8 @@ class ItemActivities:
     @activity.defn
     async def list_responses(self, item_id: str) -> list[ResponseRef]:
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(Response.id, Response.annotator_id)
-                .where(Response.item_id == item_id, Response.voided_at.is_(None))
-                .order_by(Response.submitted_at)
-            )
-            return [ResponseRef(response_id=r, annotator_id=a) for r, a in rows.all()]
+            counted = await counted_answers(session, item_id)
+        return [ResponseRef(response_id=r, annotator_id=a) for r, a in counted]
 
     @activity.defn
     async def find_review(self, item_id: str) -> str | None:

@@ -102,16 +102,21 @@ async def _completes_with(
     exactly one sees the image complete."""
     if item.kind == GOLD or item.status != "open":
         return None
-    rows = (
-        await session.execute(
-            select(Response.id, Response.annotator_id)
-            .where(Response.item_id == item.id, Response.voided_at.is_(None))
-            .order_by(Response.submitted_at, Response.id)
-        )
-    ).all()
-    if len(rows) < item.slots_wanted:
+    counted = await counted_answers(session, item.id)
+    if len(counted) < item.slots_wanted:
         return None
-    return [(r, a) for r, a in rows if r != response_id]
+    return [(r, a) for r, a in counted if r != response_id]
+
+
+async def counted_answers(session: AsyncSession, item_id: str) -> list[tuple[str, str]]:
+    """An item's answers that count (not voided), as (response_id, annotator_id), oldest first:
+    what the submit names in its wake-up and what the item's reconciliation reads."""
+    rows = await session.execute(
+        select(Response.id, Response.annotator_id)
+        .where(Response.item_id == item_id, Response.voided_at.is_(None))
+        .order_by(Response.submitted_at, Response.id)
+    )
+    return [(r, a) for r, a in rows.all()]
 
 
 async def _campaign(session: AsyncSession, campaign_id: str) -> Campaign:
@@ -581,12 +586,13 @@ async def _count(
     """One more on an annotator's counter, their row created at its first use (an upsert: two
     first uses at once cannot both insert)."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    first = {"answered": 0, "leased": 0, counter: 1}
     stmt = insert(AnnotatorProgress).values(
-        campaign_id=campaign_id, annotator_id=annotator_id, answered=0, leased=0
+        campaign_id=campaign_id, annotator_id=annotator_id, **first
     )
-    column = getattr(AnnotatorProgress, counter)
     await session.execute(
-        stmt.values({counter: 1}).on_conflict_do_update(
-            index_elements=["campaign_id", "annotator_id"], set_={counter: column + 1}
+        stmt.on_conflict_do_update(
+            index_elements=["campaign_id", "annotator_id"],
+            set_={counter: getattr(AnnotatorProgress, counter) + 1},
         )
     )
