@@ -323,15 +323,20 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def pipeline_stack(db: str) -> AsyncIterator[Stack]:
+async def pipeline_stack(db: str, temporal_store: str = "file") -> AsyncIterator[Stack]:
     """A fresh Temporal dev server (and PostgreSQL for ``db="postgres"``), migrated, in a
-    temporary directory that is removed afterwards."""
+    temporary directory that is removed afterwards. ``temporal_store="memory"`` keeps the
+    server's state in memory instead of its SQLite file."""
     pg_dir = Path(tempfile.mkdtemp(prefix="quorum-bench-pg-")) if db == "postgres" else None
     try:
         with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmp:
             home = Path(tmp)
             server = TemporalDevServer(
-                home / "temporal", port=free_port(), ui_port=free_port(), headless=True
+                home / "temporal",
+                port=free_port(),
+                ui_port=free_port(),
+                headless=True,
+                in_memory=temporal_store == "memory",
             )
             pg = PostgresServer(pg_dir, port=free_port(), durable=False) if pg_dir else None
             with server, pg if pg is not None else contextlib.nullcontext():
@@ -445,10 +450,11 @@ async def run_pipeline_bench(
     db: str = "sqlite",
     annotators: int = 6,
     floor_images: int | None = None,
+    temporal_store: str = "file",
 ) -> Path:
     load_at_start = load_average()
     floor_n = default_floor_images(images) if floor_images is None else floor_images
-    async with pipeline_stack(db) as stack:
+    async with pipeline_stack(db, temporal_store) as stack:
         settings, client = stack.settings, stack.client
         started = time.perf_counter()
         floor = await run_floor(client, floor_n)
@@ -483,12 +489,13 @@ async def run_pipeline_bench(
 
     pipeline_rate = images / elapsed
     floor_flag = f" --floor-images {floor_n}" if floor_n != default_floor_images(images) else ""
+    store_flag = f" --temporal-store {temporal_store}" if temporal_store != "file" else ""
     out = {
         "benchmark": "pipeline",
         "at": datetime.now(UTC).isoformat(),
         "machine": machine(*PACKAGES, load_at_start=load_at_start),
         "command": f"python -m bench.pipeline_bench --images {images} --processes {processes} "
-        f"--db {db}{floor_flag}",
+        f"--db {db}{floor_flag}{store_flag}",
         "invoked_by": invoked_by(),
         "code": code_version(),
         "config": {
@@ -497,6 +504,7 @@ async def run_pipeline_bench(
             "annotators_per_image": K,
             "annotators": annotators,
             "database": db,
+            "temporal_store": temporal_store,
             "store": "local",
             "worker_processes": processes,
             "window": WINDOW,
@@ -541,12 +549,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"bare workflows for the floor (default: --images, at most {FLOOR_IMAGES_MAX:,})",
     )
+    parser.add_argument(
+        "--temporal-store",
+        choices=["file", "memory"],
+        default="file",
+        help="where the dev server keeps its state: its SQLite file, or memory (no disk writes)",
+    )
     args = parser.parse_args(argv)
     if args.floor_images is not None and args.floor_images < 1:
         parser.error("--floor-images must be at least 1")
     path = asyncio.run(
         run_pipeline_bench(
-            args.images, processes=args.processes, db=args.db, floor_images=args.floor_images
+            args.images,
+            processes=args.processes,
+            db=args.db,
+            floor_images=args.floor_images,
+            temporal_store=args.temporal_store,
         )
     )
     print(path.read_text())

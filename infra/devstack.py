@@ -642,6 +642,10 @@ class TemporalDevServer(ManagedServer):
     Because the state is a file, stopping and starting the server again keeps every workflow
     (running ones resume). ``dynamic_config`` values are JSON-encoded, e.g.
     ``{"limit.historyCount.suggestContinueAsNew": 50}``.
+
+    ``in_memory=True`` keeps the state in memory instead (lost when the server stops). The
+    file store rewrites pages through a rollback journal on every transaction, tens of MB/s
+    of writes under load, so the benchmarks, which never restart the server, use memory.
     """
 
     name = "temporal"
@@ -656,9 +660,11 @@ class TemporalDevServer(ManagedServer):
         namespace: str = "default",
         headless: bool = False,
         *,
+        in_memory: bool = False,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     ) -> None:
         super().__init__(data_dir, startup_timeout=startup_timeout)
+        self.in_memory = in_memory
         self.port = port
         self.ui_port = ui_port
         self.dynamic_config = dict(dynamic_config or {})
@@ -700,8 +706,7 @@ class TemporalDevServer(ManagedServer):
             LOCALHOST,
             "--port",
             str(self.port),
-            "--db-filename",
-            str(self.db_path),
+            *(() if self.in_memory else ("--db-filename", str(self.db_path))),
             "--namespace",
             self.namespace,
             "--log-level",
