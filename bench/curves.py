@@ -11,8 +11,11 @@ grows with N by design. That peak is reported beside it (``worker_peak_rss_mb``)
 Process curve: one N, 1, 2, 4 worker processes: images/s, speedup over one process, and the
 efficiency (speedup / processes).
 
-Reads ``pipeline-<db>-<N>-p<P>.json`` from the results directory ($QUORUM_BENCH_RESULTS or
-bench/results/), prints both tables and writes ``curves.json`` beside them.
+Reads ``pipeline-<db>-<N>-p<P>[-memory].json`` from the results directory ($QUORUM_BENCH_RESULTS
+or bench/results/), prints the tables and writes ``curves.json`` beside them. Runs whose Temporal
+dev server kept its state in memory (``-memory``) and runs on its SQLite file are never compared
+with each other: each store gets its own scale curve (``scale_by_store``), and ``scale`` is the
+one that reaches the largest N.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from bench.results_dir import command_line, invoked_by, results_dir
 
 FLAT = 1.5
-NAME = re.compile(r"^pipeline-(?P<db>\w+)-(?P<n>\d+)-p(?P<p>\d+)\.json$")
+NAME = re.compile(r"^pipeline-(?P<db>[a-z]+)-(?P<n>\d+)-p(?P<p>\d+)(?:-(?P<store>memory))?\.json$")
 
 
 def _get(doc: dict[str, Any], *path: str) -> Any:
@@ -73,6 +76,8 @@ def load_points(directory: Path, db: str) -> list[dict[str, Any]]:
                 "file": path.name,
                 "images": images,
                 "processes": doc["config"]["worker_processes"],
+                # Runs from before the option existed used the file store.
+                "temporal_store": doc["config"].get("temporal_store", "file"),
                 "images_per_second": r["images_per_second"],
                 "floor_images_per_second": r["floor_images_per_second"],
                 "ratio_to_floor": r["ratio_to_floor"],
@@ -144,13 +149,73 @@ def _table(
     return "\n".join(lines)
 
 
+def by_store(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    stores: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        stores.setdefault(r["temporal_store"], []).append(r)
+    return stores
+
+
+def main_scale(scales: dict[str, dict[str, Any]]) -> str | None:
+    """The store whose one-process curve reaches the largest N (ties: more points, then
+    memory, the store the full set runs on)."""
+    if not scales:
+        return None
+    return max(
+        scales,
+        key=lambda store: (
+            max((p["images"] for p in scales[store]["points"]), default=0),
+            len(scales[store]["points"]),
+            store == "memory",
+        ),
+    )
+
+
+def process_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the store with the most process counts measured at one N."""
+    stores = by_store(rows)
+    if not stores:
+        return []
+    best = max(
+        stores,
+        key=lambda store: max(
+            sum(1 for r in stores[store] if r["images"] == n) for n in {r["images"] for r in rows}
+        ),
+    )
+    return [dict(r) for r in stores[best]]
+
+
 def render(curves: dict[str, Any]) -> str:
+    text = [
+        _scale_table(curves["database"], store, scale)
+        for store, scale in curves["scale_by_store"].items()
+    ]
+    process = curves["process"]
+    text.append("")
+    text.append(
+        _table(
+            f"Process curve ({curves['database']}, N = {process['images']})",
+            process["points"],
+            [
+                ("processes", "processes", str),
+                ("images/s", "images_per_second", "{:.2f}".format),
+                ("speedup", "speedup", "{:.2f}".format),
+                ("efficiency", "efficiency", "{:.2f}".format),
+                ("ratio to floor", "ratio_to_floor", "{:.2f}".format),
+                ("worker RSS MB", "worker_peak_rss_mb", "{:.1f}".format),
+                ("Temporal store", "temporal_store", str),
+            ],
+        )
+    )
+    return "\n".join(text)
+
+
+def _scale_table(database: str, store: str, scale: dict[str, Any]) -> str:
     num = "{:,}".format
     f1, f2 = "{:.1f}".format, "{:.2f}".format
-    scale = curves["scale"]
     text = [
         _table(
-            f"Scale curve ({curves['database']}, 1 worker process)",
+            f"Scale curve ({database}, 1 worker process, Temporal state in {store})",
             scale["points"],
             [
                 ("N", "images", num),
@@ -173,23 +238,7 @@ def render(curves: dict[str, Any]) -> str:
         ratio = f"max/min {check['ratio']}" if check["ratio"] is not None else ""
         text.append(f"  {key}: {verdict} {ratio} (limit {scale['flatness_limit']}x)")
     text.append(f"  scale curve flat: {scale['flat']}")
-    process = curves["process"]
-    text.append("")
-    text.append(
-        _table(
-            f"Process curve ({curves['database']}, N = {process['images']})",
-            process["points"],
-            [
-                ("processes", "processes", str),
-                ("images/s", "images_per_second", f2),
-                ("speedup", "speedup", f2),
-                ("efficiency", "efficiency", f2),
-                ("ratio to floor", "ratio_to_floor", f2),
-                ("worker RSS MB", "worker_peak_rss_mb", f1),
-            ],
-        )
-    )
-    return "\n".join(text)
+    return "\n".join(text) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = results_dir()
     rows = load_points(directory, args.db)
+    scales = {store: scale_curve(group) for store, group in sorted(by_store(rows).items())}
+    main_store = main_scale(scales)
     curves = {
         "benchmark": "curves",
         "at": datetime.now(UTC).isoformat(),
@@ -211,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         "invoked_by": invoked_by(),
         "database": args.db,
         "sources": [r["file"] for r in rows],
-        "scale": scale_curve(rows),
-        "process": process_curve([dict(r) for r in rows], args.process_size),
+        "scale_by_store": scales,
+        "scale_store": main_store,
+        "scale": scales[main_store] if main_store else scale_curve([]),
+        "process": process_curve(process_rows(rows), args.process_size),
     }
     out = args.out or directory / "curves.json"
     out.write_text(json.dumps(curves, indent=2) + "\n")

@@ -530,7 +530,9 @@ async def run_pipeline_bench(
             "worker_rss_timeline": timeline.compact(),
         },
     }
-    path = results_dir() / f"pipeline-{db}-{images}-p{processes}.json"
+    # The two stores are not comparable, so a memory-store run is named apart.
+    suffix = "-memory" if temporal_store == "memory" else ""
+    path = results_dir() / f"pipeline-{db}-{images}-p{processes}{suffix}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     return path
 
