@@ -75,6 +75,7 @@ from typing import Any
 from storage.exports import EXPORT_FORMATS, ExportContext, parse_formats, render_item
 from storage.exports.common import canonical_json
 from storage.object_store import ObjectNotFound, ObjectStore
+from storage.record_spool import RecordSpool, partition_of, record_line
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -84,6 +85,7 @@ __all__ = [
     "Deprecation",
     "PublishRequest",
     "PublishedVersion",
+    "RecordSpool",
     "VersionDeprecated",
     "VersionNotFound",
     "blob_key",
@@ -91,6 +93,7 @@ __all__ = [
     "deprecation_key",
     "effective_lines",
     "export_context",
+    "iter_lines",
     "label_layers",
     "latest_key",
     "latest_version",
@@ -150,7 +153,8 @@ class PublishRequest:
     publish_id: str
     campaigns: tuple[str, ...]
     created_by: str
-    records: Sequence[Mapping[str, Any]]
+    # The whole content of the version: a sequence, or a spool (on disk) for large versions.
+    records: Sequence[Mapping[str, Any]] | RecordSpool
     class_counts: Mapping[str, int]
     agreement: Mapping[str, Any]
     # campaign_name, and the ontology (JSON) the exports are rendered with.
@@ -247,12 +251,6 @@ def _intent_key(dataset: str, publish_id: str) -> str:
 
 def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
-
-
-def partition_of(item_id: str, partitions: int) -> int:
-    """The partition of ``item_id`` among ``partitions``: stable, and uniform over ids."""
-    digest = hashlib.sha256(item_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % partitions
 
 
 def _ideal_partitions(count: int, target: int) -> int:
@@ -357,10 +355,6 @@ def _lines(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line]
 
 
-def _record_line(record: Mapping[str, Any]) -> bytes:
-    return canonical_json(dict(record)).encode()
-
-
 # One layer's content: item_id -> its record's canonical JSON line, or None (deleted).
 Layer = list[tuple[str, bytes | None]]
 
@@ -372,7 +366,7 @@ def _parse_layer(data: bytes, role: str) -> Layer:
         if role == "labels":
             out.append((str(parsed["item_id"]), line))
         elif "record" in parsed:
-            out.append((str(parsed["item_id"]), _record_line(parsed["record"])))
+            out.append((str(parsed["item_id"]), record_line(parsed["record"])))
         else:
             out.append((str(parsed["item_id"]), None))
     return out
@@ -411,6 +405,17 @@ def effective_lines(
             continue
         out.update(_apply(_parse_layer(verified_blob(store, e), e["role"]) for e in layers))
     return out
+
+
+def iter_lines(store: ObjectStore, manifest: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
+    """(item_id, record line) of a version, checked, one partition in memory at a time.
+
+    Items come partition by partition, sorted within each (``read_records`` sorts them all).
+    """
+    for layers in label_layers(manifest).values():
+        lines = _apply(_parse_layer(verified_blob(store, e), e["role"]) for e in layers)
+        for item_id in sorted(lines):
+            yield item_id, lines[item_id]
 
 
 def read_records(store: ObjectStore, dataset: str, version: int) -> Iterator[dict[str, Any]]:
@@ -752,21 +757,6 @@ def _find_committed(store: ObjectStore, dataset: str, publish_id: str) -> dict[s
     return None
 
 
-def _serialize(req: PublishRequest) -> dict[str, bytes]:
-    by_id: dict[str, bytes] = {}
-    for index, record in enumerate(req.records):
-        item_id = record.get("item_id")
-        if not isinstance(item_id, str) or not item_id:
-            raise ValueError(f"records[{index}]: item_id must be a non-empty string")
-        if item_id in by_id:
-            raise ValueError(f"records[{index}]: duplicate item_id {item_id!r}")
-        try:
-            by_id[item_id] = _record_line(record)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"records[{index}]: not JSON-serializable ({err})") from None
-    return by_id
-
-
 def _positive_int(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: must be a positive integer, got {value!r}")
@@ -889,108 +879,87 @@ def _fragment_blob(fmt: str, layer: Layer, records: Sequence[Any], ctx: ExportCo
     return "".join(part + "\n" for part in parts).encode()
 
 
-@dataclass
-class _Plan:
-    partitions: int
-    base_version: int | None
-    # per partition: its label layers, each (manifest entry or None if new, content)
-    layers: list[list[tuple[dict[str, Any] | None, str, Layer]]]
-    items: list[int]
-
-
-def _plan(store: ObjectStore, req: PublishRequest, lines: dict[str, bytes]) -> _Plan:
-    base = _base_manifest(store, req.dataset)
-    base_partitions: int | None = None
-    base_layers: dict[Any, list[dict[str, Any]]] = {}
-    if base is not None and base.get("format") == MANIFEST_FORMAT:
-        base_partitions = int(base["layout"]["partitions"])
-        base_layers = label_layers(base)
-    partitions = _choose_partitions(len(lines), req.shard_size, base_partitions)
-    if partitions != base_partitions:
-        base_layers = {}  # a different split: every partition is written whole
-    groups: list[dict[str, bytes]] = [{} for _ in range(partitions)]
-    for item_id, line in lines.items():
-        groups[partition_of(item_id, partitions)][item_id] = line
-
-    plan_layers: list[list[tuple[dict[str, Any] | None, str, Layer]]] = []
-    for partition, new in enumerate(groups):
-        whole: Layer = [(item_id, new[item_id]) for item_id in sorted(new)]
-        old_entries = base_layers.get(partition, [])
-        if not old_entries:
-            plan_layers.append([(None, "labels", whole)] if whole else [])
-            continue
-        try:
-            old_contents = [_parse_layer(verified_blob(store, e), e["role"]) for e in old_entries]
-        except (ObjectNotFound, DatasetIntegrityError, ValueError, KeyError):
-            # A damaged base is not worth failing the publish for: write the partition whole.
-            plan_layers.append([(None, "labels", whole)] if whole else [])
-            continue
-        old = _apply(old_contents)
-        changes: Layer = sorted(
-            [(item_id, line) for item_id, line in new.items() if old.get(item_id) != line]
-            + [(item_id, None) for item_id in old.keys() - new.keys()],
-            key=lambda change: change[0],
-        )
-        reused: list[tuple[dict[str, Any] | None, str, Layer]] = [
-            (e, str(e["role"]), c) for e, c in zip(old_entries, old_contents, strict=True)
-        ]
-        if not changes:
-            plan_layers.append(reused)
-            continue
-        # Another delta, unless the partition's deltas would outgrow their share of its base
-        # (or their number its limit): then the partition is written whole (compacted).
-        deltas_size = sum(int(e["size"]) for e in old_entries[1:])
-        deltas_size += len(_layer_blob("labels-delta", changes))
-        room = len(old_entries) - 1 < req.max_delta_layers
-        small = deltas_size <= req.compact_ratio * int(old_entries[0]["size"])
-        if room and small:
-            plan_layers.append([*reused, (None, "labels-delta", changes)])
-        else:
-            plan_layers.append([(None, "labels", whole)] if whole else [])
-    return _Plan(
-        partitions=partitions,
-        base_version=None if base is None else int(base["version"]),
-        layers=plan_layers,
-        items=[len(group) for group in groups],
-    )
-
-
-def _write(
-    writer: _Writer,
+def _partition_layers(
+    store: ObjectStore,
     req: PublishRequest,
-    plan: _Plan,
-    base_files: Sequence[Mapping[str, Any]],
-    ctx: ExportContext | None,
-) -> list[dict[str, Any]]:
-    """Write the new label layers and every export fragment not already stored."""
-    formats = parse_formats(req.exports) if req.exports and ctx is not None else ()
-    fingerprints = {fmt: ctx.fingerprint(fmt) for fmt in formats} if ctx is not None else {}
-    known_fragments: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for entry in base_files:
-        role = str(entry.get("role", ""))
-        if role.startswith(EXPORT_ROLE_PREFIX):
-            fmt = role[len(EXPORT_ROLE_PREFIX) :]
-            known_fragments[(fmt, str(entry.get("labels_sha256")), str(entry.get("render")))] = (
-                dict(entry)
-            )
-    files: list[dict[str, Any]] = []
-    for partition, layers in enumerate(plan.layers):
+    new: Mapping[str, bytes],
+    old_entries: Sequence[dict[str, Any]],
+) -> list[tuple[dict[str, Any] | None, str, Layer]]:
+    """One partition's label layers in the new version: each (base entry, or None if new; role;
+    content). Unchanged: the base's layers. Changed: one more delta, or the partition whole."""
+    whole: Layer = [(item_id, new[item_id]) for item_id in sorted(new)]
+    if not old_entries:
+        return [(None, "labels", whole)] if whole else []
+    try:
+        old_contents = [_parse_layer(verified_blob(store, e), e["role"]) for e in old_entries]
+    except (ObjectNotFound, DatasetIntegrityError, ValueError, KeyError):
+        # A damaged base is not worth failing the publish for: write the partition whole.
+        return [(None, "labels", whole)] if whole else []
+    old = _apply(old_contents)
+    changes: Layer = sorted(
+        [(item_id, line) for item_id, line in new.items() if old.get(item_id) != line]
+        + [(item_id, None) for item_id in old.keys() - new.keys()],
+        key=lambda change: change[0],
+    )
+    reused: list[tuple[dict[str, Any] | None, str, Layer]] = [
+        (e, str(e["role"]), c) for e, c in zip(old_entries, old_contents, strict=True)
+    ]
+    if not changes:
+        return reused
+    # Another delta, unless the partition's deltas would outgrow their share of its base
+    # (or their number its limit): then the partition is written whole (compacted).
+    deltas_size = sum(int(e["size"]) for e in old_entries[1:])
+    deltas_size += len(_layer_blob("labels-delta", changes))
+    room = len(old_entries) - 1 < req.max_delta_layers
+    small = deltas_size <= req.compact_ratio * int(old_entries[0]["size"])
+    if room and small:
+        return [*reused, (None, "labels-delta", changes)]
+    return [(None, "labels", whole)] if whole else []
+
+
+class _PartitionWriter:
+    """Writes each partition's new label layers and every export fragment not already stored."""
+
+    def __init__(
+        self,
+        writer: _Writer,
+        req: PublishRequest,
+        base_files: Sequence[Mapping[str, Any]],
+        ctx: ExportContext | None,
+    ) -> None:
+        self.writer = writer
+        self.formats = parse_formats(req.exports) if req.exports and ctx is not None else ()
+        self.ctx = ctx
+        self.fingerprints = {fmt: ctx.fingerprint(fmt) for fmt in self.formats} if ctx else {}
+        self.known: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for entry in base_files:
+            role = str(entry.get("role", ""))
+            if role.startswith(EXPORT_ROLE_PREFIX):
+                fmt = role[len(EXPORT_ROLE_PREFIX) :]
+                key = (fmt, str(entry.get("labels_sha256")), str(entry.get("render")))
+                self.known[key] = dict(entry)
+
+    def write(
+        self, partition: int, layers: Sequence[tuple[dict[str, Any] | None, str, Layer]]
+    ) -> list[dict[str, Any]]:
+        """The manifest entries of ``partition``'s files, writing those not stored yet."""
+        files: list[dict[str, Any]] = []
         for index, (old_entry, role, content) in enumerate(layers):
             if old_entry is not None:
                 label_entry = {
                     k: v for k, v in old_entry.items() if k not in ("partition", "layer", "role")
                 }
             else:
-                label_entry = writer.put(_layer_blob(role, content))
+                label_entry = self.writer.put(_layer_blob(role, content))
                 puts = sum(1 for _, line in content if line is not None)
                 label_entry["records"] = puts
                 if role == "labels-delta":
                     label_entry["deletes"] = len(content) - puts
             files.append({"role": role, "partition": partition, "layer": index, **label_entry})
             records: list[Any] | None = None
-            for fmt in formats:
-                assert ctx is not None
-                known = known_fragments.get((fmt, label_entry["sha256"], fingerprints[fmt]))
+            for fmt in self.formats:
+                assert self.ctx is not None
+                known = self.known.get((fmt, label_entry["sha256"], self.fingerprints[fmt]))
                 if known is not None:
                     fragment = {k: v for k, v in known.items() if k not in ("partition", "layer")}
                 else:
@@ -998,15 +967,15 @@ def _write(
                         records = [
                             None if line is None else json.loads(line) for _, line in content
                         ]
-                    fragment = writer.put(_fragment_blob(fmt, content, records, ctx))
+                    fragment = self.writer.put(_fragment_blob(fmt, content, records, self.ctx))
                     fragment.update(
                         role=f"{EXPORT_ROLE_PREFIX}{fmt}",
                         records=len(content),
                         labels_sha256=label_entry["sha256"],
-                        render=fingerprints[fmt],
+                        render=self.fingerprints[fmt],
                     )
                 files.append({**fragment, "partition": partition, "layer": index})
-    return files
+        return files
 
 
 def publish_version(
@@ -1014,16 +983,26 @@ def publish_version(
 ) -> PublishedVersion:
     """Publish ``req`` as the next version of its dataset, exactly once per ``publish_id``.
 
-    ``req.records`` are the whole content of the new version; what is unchanged from the
-    version ``latest`` names is reused rather than written again.
+    ``req.records`` are the whole content of the new version (a sequence, or a ``RecordSpool``
+    for a large version); what is unchanged from the version ``latest`` names is reused rather
+    than written again. The version is built one partition at a time, so memory holds about one
+    partition's records (``shard_size``), whatever the size of the version.
     """
     _validate(req)
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         raise ValueError("now: must be timezone-aware")
+    if isinstance(req.records, RecordSpool):
+        return _publish(store, req, req.records, now)
+    with RecordSpool.of(req.records) as spool:
+        return _publish(store, req, spool, now)
+
+
+def _publish(
+    store: ObjectStore, req: PublishRequest, spool: RecordSpool, now: datetime
+) -> PublishedVersion:
     dataset, publish_id = req.dataset, req.publish_id
-    lines = _serialize(req)
 
     # 1. Published before? The marker answers at once; the manifest scan covers a crash between
     #    an earlier attempt's commit and its marker.
@@ -1037,22 +1016,33 @@ def publish_version(
         found = read_manifest(store, dataset, int(marker["version"]))
         return _result(store, dataset, found, created=False)
 
-    # 2. Blobs first: the manifest may refer only to files that already exist.
+    # 2. Blobs first, one partition at a time: the manifest may refer only to files that
+    #    already exist.
     store.ensure_versioning()
     writer = _Writer(store, dataset)
-    plan = _plan(store, req, lines)
-    base = (
-        _try_read_manifest(store, dataset, plan.base_version)
-        if plan.base_version is not None
-        else None
-    )
+    base = _base_manifest(store, dataset)
+    base_partitions: int | None = None
+    base_layers: dict[Any, list[dict[str, Any]]] = {}
+    if base is not None and base.get("format") == MANIFEST_FORMAT:
+        base_partitions = int(base["layout"]["partitions"])
+        base_layers = label_layers(base)
+    partitions = _choose_partitions(len(spool), req.shard_size, base_partitions)
+    if partitions != base_partitions:
+        base_layers = {}  # a different split: every partition is written whole
     ctx = None
     if req.exports:
         ontology = req.extra.get("ontology")
+        # Without an ontology the classes come from the records (read back from the spool).
         ctx = ExportContext.build(
-            ontology if isinstance(ontology, Mapping) else None, dataset, req.records
+            ontology if isinstance(ontology, Mapping) else None, dataset, spool.records()
         )
-    files = _write(writer, req, plan, (base or {}).get("files", []), ctx)
+    partition_writer = _PartitionWriter(writer, req, (base or {}).get("files", []), ctx)
+    files: list[dict[str, Any]] = []
+    items: list[int] = []
+    for partition, new in enumerate(spool.partitions(partitions)):
+        layers = _partition_layers(store, req, new, base_layers.get(partition, []))
+        files += partition_writer.write(partition, layers)
+        items.append(len(new))
     unique = {e["key"]: int(e["size"]) for e in files}
 
     # 3. Record where this attempt starts looking for a number (the first attempt's record
@@ -1074,15 +1064,15 @@ def publish_version(
             "campaigns": list(req.campaigns),
             "created_at": now.astimezone(UTC).isoformat(),
             "created_by": req.created_by,
-            "item_count": len(lines),
+            "item_count": len(spool),
             "class_counts": dict(req.class_counts),
             "agreement": dict(req.agreement),
             "extra": dict(req.extra),
             "layout": {
                 "scheme": LAYOUT_SCHEME,
-                "partitions": plan.partitions,
-                "partition_items": plan.items,
-                "base_version": plan.base_version,
+                "partitions": partitions,
+                "partition_items": items,
+                "base_version": None if base is None else int(base["version"]),
             },
             "exports": {
                 "formats": formats,
