@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
@@ -16,7 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities import audit_record
 from db.models import Campaign, Consensus, DatasetVersion, Item, Response, utcnow
-from quality import CampaignItem, geometry_alpha, krippendorff_alpha_nominal
+from quality import CampaignItem, GeometryAlpha, krippendorff_alpha_nominal
 from schemas.ontology import Ontology
 from schemas.workflow_io import (
     CampaignPlan,
@@ -39,10 +40,11 @@ from services.reliability import reliability_of, uses_reliability
 from storage import (
     ObjectStore,
     PublishRequest,
+    RecordSpool,
+    iter_lines,
     latest_version,
     publish_version,
     read_manifest,
-    read_records,
 )
 
 T = TypeVar("T")
@@ -51,6 +53,8 @@ T = TypeVar("T")
 # flooding it.
 START_CONCURRENCY = 32
 DEFAULT_REFIT_EVERY = 50
+# Items read per query while publishing (their answers are one more query, by item id).
+PUBLISH_CHUNK = 500
 
 
 def refit_every(campaign: Campaign) -> int | None:
@@ -187,35 +191,48 @@ class CampaignActivities:
 
     @activity.defn
     async def publish(self, input: PublishInput) -> PublishResult:
-        """Publish every final label of the campaign as a new immutable dataset version."""
+        """Publish every final label of the campaign as a new immutable dataset version.
+
+        The records are read in chunks and spooled to local disk, and the version is built one
+        partition at a time, so the worker's memory does not grow with the campaign.
+        """
         async with self._sessions() as session:
             campaign = await session.get(Campaign, input.campaign_id)
             if campaign is None:
                 raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
-            records, _, agreement = await _campaign_records(session, campaign)
-
-        # A dataset accumulates campaigns: the new version keeps the other campaigns' labels
-        # of the version it builds on, and replaces this campaign's.
-        records, campaigns, agreement_by_campaign = await asyncio.to_thread(
-            _merge_with_latest, self._store, campaign.dataset, campaign.id, records
-        )
-        class_counts = dict(Counter(o["label"] for record in records for o in record["objects"]))
-        request = PublishRequest(
-            dataset=campaign.dataset,
-            publish_id=input.publish_id,
-            campaigns=campaigns,
-            created_by=f"campaign:{campaign.id}",
-            records=records,
-            class_counts=class_counts,
-            agreement={
-                **agreement,
-                "by_campaign": {**agreement_by_campaign, campaign.id: agreement},
-            },
-            extra={"campaign_name": campaign.name, "ontology": campaign.spec["ontology"]},
-        )
-        version = await _with_heartbeats(
-            asyncio.to_thread(publish_version, self._store, request), "publishing"
-        )
+        with RecordSpool() as spool:
+            records = _CampaignRecords(campaign, spool)
+            await records.read(self._sessions)
+            agreement = records.agreement()
+            # A dataset accumulates campaigns: the new version keeps the other campaigns'
+            # labels of the version it builds on, and replaces this campaign's.
+            campaigns, agreement_by_campaign = await _with_heartbeats(
+                asyncio.to_thread(
+                    _spool_other_campaigns,
+                    self._store,
+                    campaign.dataset,
+                    campaign.id,
+                    spool,
+                    records.class_counts,
+                ),
+                "reading the latest version",
+            )
+            request = PublishRequest(
+                dataset=campaign.dataset,
+                publish_id=input.publish_id,
+                campaigns=campaigns,
+                created_by=f"campaign:{campaign.id}",
+                records=spool,
+                class_counts=dict(records.class_counts),
+                agreement={
+                    **agreement,
+                    "by_campaign": {**agreement_by_campaign, campaign.id: agreement},
+                },
+                extra={"campaign_name": campaign.name, "ontology": campaign.spec["ontology"]},
+            )
+            version = await _with_heartbeats(
+                asyncio.to_thread(publish_version, self._store, request), "publishing"
+            )
 
         async with self._sessions.begin() as session:
             known = await session.scalar(
@@ -275,97 +292,173 @@ async def _with_heartbeats(work: Awaitable[T], detail: str, every: float = 10.0)
         activity.heartbeat(detail)
 
 
-def _merge_with_latest(
-    store: ObjectStore, dataset: str, campaign_id: str, records: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], tuple[str, ...], dict[str, Any]]:
+def _spool_other_campaigns(
+    store: ObjectStore,
+    dataset: str,
+    campaign_id: str,
+    spool: RecordSpool,
+    class_counts: Counter[str],
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Add the latest version's records of the other campaigns (read one partition at a time);
+    return the new version's campaigns and the other campaigns' agreement."""
     latest = latest_version(store, dataset)
     if latest is None:
-        return records, (campaign_id,), {}
+        return (campaign_id,), {}
     manifest = read_manifest(store, dataset, latest)
-    kept = [r for r in read_records(store, dataset, latest) if r.get("campaign_id") != campaign_id]
+    for item_id, line in iter_lines(store, manifest):
+        record = json.loads(line)
+        if record.get("campaign_id") == campaign_id:
+            continue  # replaced by this publish
+        class_counts.update(o["label"] for o in record.get("objects") or [])
+        spool.add_line(item_id, line)
     campaigns = tuple(sorted({*manifest.get("campaigns", []), campaign_id}))
     earlier = dict(manifest.get("agreement", {}).get("by_campaign", {}))
     earlier.pop(campaign_id, None)
-    return kept + records, campaigns, earlier
+    return campaigns, earlier
 
 
-async def _campaign_records(
-    session: AsyncSession, campaign: Campaign
-) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
-    """Label records with their provenance, class counts, and the campaign's agreement."""
-    ontology = Ontology.model_validate(campaign.spec["ontology"])
-    by_item: dict[str, list[Response]] = defaultdict(list)
-    for response in await session.scalars(
-        select(Response)
-        # Voided answers (their annotator was blocked) are neither provenance nor metrics.
-        .where(Response.campaign_id == campaign.id, Response.voided_at.is_(None))
-        .order_by(Response.item_id, Response.submitted_at, Response.id)
-    ):
-        by_item[response.item_id].append(response)
+class _CampaignRecords:
+    """Reads a campaign's final labels in chunks into a spool, as label records with their
+    provenance, counting classes and accumulating the campaign's agreement as it goes."""
 
-    rows = await session.execute(
-        select(Item, Consensus)
-        .join(Consensus, Consensus.item_id == Item.id)
-        .where(Item.campaign_id == campaign.id)
-        .order_by(Item.ordinal)
-    )
-    records: list[dict[str, Any]] = []
-    class_counts: Counter[str] = Counter()
-    methods: Counter[str] = Counter()
-    agreements: list[float] = []
-    metric_items: list[CampaignItem] = []
-    for item, consensus in rows.all():
-        objects = consensus.body["objects"]
-        class_counts.update(o["label"] for o in objects)
-        methods[consensus.method] += 1
-        agreements.append(consensus.agreement)
-        answers = by_item.get(item.id, [])
-        size = (item.width, item.height) if item.width and item.height else None
-        metric_items.append(CampaignItem(responses=response_objects(answers), image_size=size))
-        records.append(
-            {
-                "item_id": item.id,
-                "campaign_id": campaign.id,
-                "image": item.uri,
-                "width": item.width,
-                "height": item.height,
-                "labels": tag_labels(objects),
-                "objects": objects,
-                "confidence": consensus.confidence,
-                "agreement": consensus.agreement,
-                "method": consensus.method,
-                "responses": [
-                    {
-                        "response_id": r.id,
-                        "annotator_id": r.annotator_id,
-                        "labels": tag_labels(r.body["objects"]),
-                        "objects": r.body["objects"],
-                        "submitted_at": r.submitted_at.isoformat(),
-                        "late": r.late,
-                    }
-                    for r in answers
-                ],
-                "review_id": consensus.review_id,
-                "reviewer_id": consensus.reviewer_id,
-                "workflow_id": consensus.workflow_id,
-                "run_id": consensus.run_id,
-                "finalized_at": consensus.finalized_at.isoformat(),
-            }
-        )
+    def __init__(self, campaign: Campaign, spool: RecordSpool) -> None:
+        self.campaign_id = campaign.id
+        self.spool = spool
+        self.ontology = Ontology.model_validate(campaign.spec["ontology"])
+        self.nominal = self.ontology.is_classification and not self.ontology.multi_label
+        self.geometry = None if self.nominal else GeometryAlpha(class_specs(self.ontology))
+        self.codes: dict[str, int] = {}
+        self.units: list[tuple[int, ...]] = []  # nominal: each item's first labels, as codes
+        self.class_counts: Counter[str] = Counter()
+        self.methods: Counter[str] = Counter()
+        self.agreements: list[float] = []
 
-    alpha: float | None = None
-    if metric_items and ontology.is_classification and not ontology.multi_label:
-        units = [[r["labels"][0] for r in record["responses"] if r["labels"]] for record in records]
-        alpha = krippendorff_alpha_nominal(units)
-    elif metric_items:
-        alpha = geometry_alpha(metric_items, class_specs(ontology))
-    agreement = {
-        "items": len(records),
-        "mean_item_agreement": sum(agreements) / len(agreements) if agreements else None,
+    async def read(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        last = -1
+        while True:
+            async with sessions() as session:
+                items = (
+                    await session.execute(
+                        select(
+                            Item.id,
+                            Item.ordinal,
+                            Item.uri,
+                            Item.width,
+                            Item.height,
+                            Consensus.body,
+                            Consensus.confidence,
+                            Consensus.agreement,
+                            Consensus.method,
+                            Consensus.review_id,
+                            Consensus.reviewer_id,
+                            Consensus.workflow_id,
+                            Consensus.run_id,
+                            Consensus.finalized_at,
+                        )
+                        .join(Consensus, Consensus.item_id == Item.id)
+                        .where(Item.campaign_id == self.campaign_id, Item.ordinal > last)
+                        .order_by(Item.ordinal)
+                        .limit(PUBLISH_CHUNK)
+                    )
+                ).all()
+                if not items:
+                    return
+                answers: dict[str, list[Row[Any]]] = defaultdict(list)
+                for answer in await session.execute(
+                    select(
+                        Response.id,
+                        Response.item_id,
+                        Response.annotator_id,
+                        Response.body,
+                        Response.submitted_at,
+                        Response.late,
+                    )
+                    # Voided answers (their annotator was blocked) are neither provenance
+                    # nor metrics.
+                    .where(
+                        Response.item_id.in_([item.id for item in items]),
+                        Response.voided_at.is_(None),
+                    )
+                    .order_by(Response.item_id, Response.submitted_at, Response.id)
+                ):
+                    answers[answer.item_id].append(answer)
+            await asyncio.to_thread(self._take, items, answers)
+            last = items[-1].ordinal
+            activity.heartbeat(f"read {len(self.agreements)} items")
+
+    def _take(self, items: Sequence[Row[Any]], answers: dict[str, list[Row[Any]]]) -> None:
+        metric_items: list[CampaignItem] = []
+        for item in items:
+            objects = item.body["objects"]
+            self.class_counts.update(o["label"] for o in objects)
+            self.methods[item.method] += 1
+            self.agreements.append(item.agreement)
+            given = answers.get(item.id, [])
+            responses = [
+                {
+                    "response_id": r.id,
+                    "annotator_id": r.annotator_id,
+                    "labels": tag_labels(r.body["objects"]),
+                    "objects": r.body["objects"],
+                    "submitted_at": r.submitted_at.isoformat(),
+                    "late": r.late,
+                }
+                for r in given
+            ]
+            if self.nominal:
+                self.units.append(
+                    tuple(
+                        self.codes.setdefault(r["labels"][0], len(self.codes))
+                        for r in responses
+                        if r["labels"]
+                    )
+                )
+            else:
+                size = (item.width, item.height) if item.width and item.height else None
+                metric_items.append(
+                    CampaignItem(responses=response_objects(given), image_size=size)
+                )
+            self.spool.add(
+                {
+                    "item_id": item.id,
+                    "campaign_id": self.campaign_id,
+                    "image": item.uri,
+                    "width": item.width,
+                    "height": item.height,
+                    "labels": tag_labels(objects),
+                    "objects": objects,
+                    "confidence": item.confidence,
+                    "agreement": item.agreement,
+                    "method": item.method,
+                    "responses": responses,
+                    "review_id": item.review_id,
+                    "reviewer_id": item.reviewer_id,
+                    "workflow_id": item.workflow_id,
+                    "run_id": item.run_id,
+                    "finalized_at": item.finalized_at.isoformat(),
+                }
+            )
+        if self.geometry is not None and metric_items:
+            self.geometry.add(metric_items)
+
+    def agreement(self) -> dict[str, Any]:
+        """The campaign's agreement summary, over every item read."""
+        alpha: float | None = None
+        if self.agreements:
+            if self.nominal:
+                alpha = krippendorff_alpha_nominal(self.units)
+            elif self.geometry is not None:
+                alpha = self.geometry.value()
         # Nominal alpha for single-label classes; otherwise alpha with the distance
         # 1 - similarity over matched objects. nan (no variation at all) is reported as null.
-        "krippendorff_alpha": None if alpha is None or alpha != alpha else alpha,
-        "krippendorff_alpha_nominal": None if alpha is None or alpha != alpha else alpha,
-        "methods": dict(methods),
-    }
-    return records, dict(class_counts), agreement
+        if alpha is not None and alpha != alpha:
+            alpha = None
+        return {
+            "items": len(self.agreements),
+            "mean_item_agreement": (
+                sum(self.agreements) / len(self.agreements) if self.agreements else None
+            ),
+            "krippendorff_alpha": alpha,
+            "krippendorff_alpha_nominal": alpha,
+            "methods": dict(self.methods),
+        }

@@ -69,6 +69,7 @@ __all__ = [
 from quality.campaign_metrics import (
     AnnotatorAgreement,
     CampaignItem,
+    GeometryAlpha,
     GeometryUnit,
     KappaMatrix,
     annotator_consensus_agreement,
@@ -99,6 +100,7 @@ __all__ += [
     "CampaignItem",
     "ClassSpec",
     "ConsensusObject",
+    "GeometryAlpha",
     "GeometryUnit",
     "ItemAgreement",
     "ItemAssessment",

@@ -19,6 +19,7 @@ Analysis: An Introduction to Its Methodology", 2nd ed., ch. 11 (metrics).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -54,6 +55,7 @@ from quality.similarity import (
 __all__ = [
     "AnnotatorAgreement",
     "CampaignItem",
+    "GeometryAlpha",
     "GeometryUnit",
     "KappaMatrix",
     "annotator_consensus_agreement",
@@ -510,35 +512,74 @@ def geometry_alpha(
     Raises:
         ValueError: malformed responses (see `quality.matching.prepare_item`).
     """
-    units = geometry_units(items, classes, match_threshold=match_threshold)
-    observed: list[float] = []
-    n = 0
-    n_nothing = 0
-    pairable: dict[str, list[Annotation]] = {}
-    for unit in units:
-        present = [v for v in unit.values if v is not None]
-        m = len(unit.values)
-        nothing = m - len(present)
-        n += m
-        n_nothing += nothing
-        pairable.setdefault(unit.label, []).extend(present)
-        within = 2.0 * len(present) * nothing
-        if len(present) > 1:
-            spec = classes[unit.label]
-            item = items[unit.item]
-            sim = similarity_matrix(present, spec, image_size=item.image_size)
-            k = len(present)
-            within += float(k * (k - 1) - (sim.sum() - np.trace(sim)))
-        observed.append(within / (m - 1))
-    if n <= 1:
-        return float("nan")
-    similar = math.fsum(
-        _sum_pairwise_similarity(objects, classes[label]) for label, objects in pairable.items()
-    )
-    expected = n * (n - 1) - n_nothing * (n_nothing - 1) - 2.0 * similar
-    if expected <= 0:
-        return float("nan")
-    return 1.0 - (n - 1) * math.fsum(observed) / expected
+    alpha = GeometryAlpha(classes, match_threshold=match_threshold)
+    alpha.add(items)
+    return alpha.value()
+
+
+class GeometryAlpha:
+    """`geometry_alpha` accumulated over items given in batches (a campaign read in chunks).
+
+    Each batch's units are clustered and their observed disagreement summed at once; what is
+    kept across batches is what the expected term needs: the counts, and every matched object
+    of a class with a geometry (for a tag class only its count, since all tags of a class are
+    alike). ``value()`` is then exactly ``geometry_alpha`` of all the items together, up to the
+    rounding of summing per batch.
+    """
+
+    def __init__(
+        self, classes: Mapping[str, ClassSpec], *, match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    ) -> None:
+        check_threshold(match_threshold)
+        self._classes = classes
+        self._threshold = match_threshold
+        self._observed: list[float] = []  # one sum per batch
+        self._n = 0
+        self._nothing = 0
+        self._objects: dict[str, list[Annotation]] = {}
+        self._tags: Counter[str] = Counter()
+
+    def add(self, items: Sequence[CampaignItem]) -> None:
+        """Take one batch of items (raises ValueError on malformed responses, as the function)."""
+        observed: list[float] = []
+        for unit in geometry_units(items, self._classes, match_threshold=self._threshold):
+            present = [v for v in unit.values if v is not None]
+            m = len(unit.values)
+            nothing = m - len(present)
+            self._n += m
+            self._nothing += nothing
+            spec = self._classes[unit.label]
+            if spec.geometry == "tag":
+                self._tags[unit.label] += len(present)
+            else:
+                self._objects.setdefault(unit.label, []).extend(present)
+            within = 2.0 * len(present) * nothing
+            if len(present) > 1:
+                item = items[unit.item]
+                sim = similarity_matrix(present, spec, image_size=item.image_size)
+                k = len(present)
+                within += float(k * (k - 1) - (sim.sum() - np.trace(sim)))
+            observed.append(within / (m - 1))
+        self._observed.append(math.fsum(observed))
+
+    def value(self) -> float:
+        """Alpha of every item added so far, or ``nan`` when undefined."""
+        n, n_nothing = self._n, self._nothing
+        if n <= 1:
+            return float("nan")
+        similar = math.fsum(
+            [
+                *(
+                    _sum_pairwise_similarity(objects, self._classes[label])
+                    for label, objects in self._objects.items()
+                ),
+                *(count * (count - 1) / 2 for count in self._tags.values()),
+            ]
+        )
+        expected = n * (n - 1) - n_nothing * (n_nothing - 1) - 2.0 * similar
+        if expected <= 0:
+            return float("nan")
+        return 1.0 - (n - 1) * math.fsum(self._observed) / expected
 
 
 # --- Cohen's kappa matrix --------------------------------------------------------------------

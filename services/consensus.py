@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from db.models import Response
 from quality import (
@@ -61,7 +61,18 @@ def class_specs(ontology: Ontology) -> dict[str, ClassSpec]:
     }
 
 
-def response_objects(responses: Sequence[Response]) -> list[ResponseObjects]:
+class AnswerRow(Protocol):
+    """What `response_objects` reads of an answer: a ``Response`` or a row of its columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def annotator_id(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+
+def response_objects(responses: Sequence[AnswerRow]) -> list[ResponseObjects]:
     out = []
     for r in responses:
         body = ResponseBody.model_validate(r.body)

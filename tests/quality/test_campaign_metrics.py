@@ -21,6 +21,7 @@ from quality import (
     Annotation,
     CampaignItem,
     ClassSpec,
+    GeometryAlpha,
     ResponseObjects,
     annotator_consensus_agreement,
     cohen_kappa,
@@ -257,6 +258,18 @@ def test_geometry_alpha_matches_krippendorff_package(seed: int, spread: float) -
     # With spread, most pairs across items are ruled out by the R-tree of bounding boxes.
     items = _campaign(seed, spread=spread)
     assert geometry_alpha(items, CLASSES) == pytest.approx(_oracle_alpha(items), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_geometry_alpha_in_batches_equals_alpha_of_all(seed: int) -> None:
+    # The publish reads a campaign in chunks; its alpha must not depend on the chunking.
+    items = _campaign(seed, n_items=15, spread=40.0 * seed)
+    alpha = GeometryAlpha(CLASSES)
+    for start, stop in ((0, 1), (1, 7), (7, 7), (7, 15)):
+        alpha.add(items[start:stop])
+    assert alpha.value() == pytest.approx(geometry_alpha(items, CLASSES), abs=1e-12)
+    assert alpha.value() == pytest.approx(_oracle_alpha(items), abs=1e-9)
+    assert math.isnan(GeometryAlpha(CLASSES).value())
 
 
 def test_geometry_alpha_by_hand() -> None:
