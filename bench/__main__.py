@@ -36,6 +36,7 @@ def run_small() -> int:
         box_speed,
         consensus_quality,
         publish_bench,
+        publish_memory,
     )
     from bench.pipeline_bench import run_pipeline_bench
 
@@ -46,6 +47,10 @@ def run_small() -> int:
         ("box speed", lambda: box_speed.main(["--items", "10000", "--two-call-items", "2000"])),
         ("consensus quality", lambda: consensus_quality.main(["--items", "60"])),
         ("adaptive redundancy", lambda: adaptive_redundancy.main(["--small"])),
+        (
+            "publish memory",
+            lambda: publish_memory.main(["--db", "sqlite", "--images", "1000", "5000"]),
+        ),
         (
             "publish",
             lambda: publish_bench.main(
