@@ -5,7 +5,9 @@
 - ``PUT /campaigns/{id}/required-skills``: annotators must have all of them to get work.
 - ``PUT /people/{id}/status``: block a person (their tokens and links stop working) or unblock.
 - ``GET /campaigns/{id}/workforce``: who is working, their counts and their speed;
-  ``GET /campaigns/{id}/leases``: the outstanding leases.
+  ``GET /campaigns/{id}/leases``: the outstanding leases;
+  ``GET /campaigns/{id}/assignments/{assignment}``: which item a lease is for (annotators see
+  only the assignment, so that a gold item looks like any other).
 """
 
 from __future__ import annotations
@@ -267,3 +269,32 @@ async def leases(campaign_id: str, session: Session, _: Operator) -> list[dict[s
         }
         for asg, ordinal, name in rows
     ]
+
+
+@router.get("/campaigns/{campaign_id}/assignments/{assignment_id}")
+async def assignment(
+    campaign_id: str, assignment_id: str, session: Session, _: Operator
+) -> dict[str, Any]:
+    """One assignment and the item it leased (an image of the campaign, or a gold item)."""
+    row = (
+        await session.execute(
+            select(Assignment, Item.ordinal, Item.kind)
+            .join(Item, Item.id == Assignment.item_id)
+            .where(Assignment.id == assignment_id, Assignment.campaign_id == campaign_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no assignment {assignment_id} in campaign {campaign_id}")
+    asg, ordinal, kind = row
+    return {
+        "assignment_id": asg.id,
+        "campaign_id": asg.campaign_id,
+        "item_id": asg.item_id,
+        "ordinal": ordinal,
+        "kind": kind,
+        "annotator_id": asg.annotator_id,
+        "state": asg.state,
+        "leased_at": asg.leased_at,
+        "lease_expires_at": asg.lease_expires_at,
+        "finished_at": asg.finished_at,
+    }

@@ -5,6 +5,12 @@ image (every wanted answer is in) then signals the ItemWorkflow, naming all of t
 send nothing, which saves the workflow a wake-up per answer. If the signal fails (Temporal
 unreachable, the API crashes right after the commit), the answer is still safe: the workflow
 reconciles with the database on its own.
+
+What an annotator sees of a task is opaque: the assignment (one lease, a random ID) and an image
+served through it, never the item's ID. Item IDs end in their ordinal, and gold items' ordinals
+follow the images', so an item ID would tell a gold task from the others. Every route here
+addresses a task by its assignment; operators map an assignment to its item with
+``GET /campaigns/{id}/assignments/{assignment}``.
 """
 
 from __future__ import annotations
@@ -49,10 +55,14 @@ from services.task_assignment import (
 router = APIRouter(tags=["annotators"])
 log = logging.getLogger("quorum.api")
 
+IMAGE_MISSING = "this image is missing on the server; skip it, and tell the campaign's operators"
+
 
 class TaskOut(BaseModel):
-    assignment_id: str
-    item_id: str
+    """A leased task as its annotator sees it: the same fields, and nothing that names the
+    item, whether it is an image of the campaign or a gold item."""
+
+    assignment_id: str = Field(description="This lease; every task route takes it.")
     image_url: str
     width: int | None
     height: int | None
@@ -102,7 +112,6 @@ async def next_task(campaign_id: str, request: Request, ctx: Context, person: Pe
     return NextTask(
         task=TaskOut(
             assignment_id=task.assignment.id,
-            item_id=task.item.id,
             image_url=f"/campaigns/{campaign_id}/tasks/{task.assignment.id}/image",
             width=task.item.width,
             height=task.item.height,
@@ -256,7 +265,9 @@ def image_response(ctx: AppContext, uri: str) -> Response:
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
         if not path.is_file():
-            raise NotFound(f"image {uri} is missing")
+            # The URI stays in the log: a gold image's path could tell it from the others.
+            log.error("image %s is missing", uri)
+            raise NotFound(IMAGE_MISSING)
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0])
     if parsed.scheme == "s3" and ctx.s3_client is not None:
         url = ctx.s3_client.generate_presigned_url(

@@ -55,6 +55,7 @@ from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSett
 from infra.temporal_client import connect
 from schemas.workflow_io import CampaignResult, campaign_workflow_id, item_workflow_id
 from simulation.crowd import (
+    Oracle,
     SimulatedAnnotator,
     annotate_until_empty,
     register,
@@ -417,7 +418,9 @@ async def run_campaign(
             done = asyncio.Event()
             work = [
                 asyncio.create_task(
-                    annotate_until_empty(http, a, cid, truth, until=done, idle_sleep=0.02)
+                    annotate_until_empty(
+                        http, a, cid, Oracle(OPERATOR, truth), until=done, idle_sleep=0.02
+                    )
                 )
                 for a in crowd
             ]

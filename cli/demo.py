@@ -40,6 +40,7 @@ from schemas.workflow_io import CampaignResult, archiver_workflow_id, campaign_w
 from services.audit import HISTORY_PREFIX, ChainReport
 from services.audit_views import read_only_session, verify_campaign
 from simulation.crowd import (
+    Oracle,
     SimulatedAnnotator,
     annotate_until_empty,
     register,
@@ -193,7 +194,7 @@ async def _annotate(
     settings: Settings,
     annotator: SimulatedAnnotator,
     campaign_id: str,
-    truth: Mapping[str, str],
+    oracle: Oracle,
     finished: asyncio.Event,
 ) -> int:
     """Answer until no image needs annotators any more.
@@ -204,7 +205,7 @@ async def _annotate(
     answered = 0
     while not finished.is_set():
         answered += await annotate_until_empty(
-            http, annotator, campaign_id, truth, idle_rounds=20, idle_sleep=0.1
+            http, annotator, campaign_id, oracle, idle_rounds=20, idle_sleep=0.1
         )
         if not await _labeling_open(http, settings, campaign_id):
             break
@@ -358,6 +359,9 @@ async def _run(settings: Settings, *, images: int, seed: int) -> int:
             workflow_id = campaign_workflow_id(campaign_id)
             # Items are numbered in the order of the sorted file names: the generation order.
             truth = {f"{campaign_id}-{n}": image.label for n, image in enumerate(labeled)}
+            # The simulated annotators see only their assignments; they look the truth up as
+            # the operator, who knows which item each assignment leased.
+            oracle = Oracle(operator_token, truth)
             _say(
                 f"launched campaign {campaign_id}: {len(crowd)} annotators "
                 f"(accuracy {min(ANNOTATOR_ACCURACIES)}-{max(ANNOTATOR_ACCURACIES)}), "
@@ -371,7 +375,7 @@ async def _run(settings: Settings, *, images: int, seed: int) -> int:
             result_task = asyncio.create_task(asyncio.wait_for(handle.result(), RESULT_TIMEOUT))
             result_task.add_done_callback(lambda _: finished.set())
             workers = [
-                asyncio.create_task(_annotate(http, settings, a, campaign_id, truth, finished))
+                asyncio.create_task(_annotate(http, settings, a, campaign_id, oracle, finished))
                 for a in crowd
             ]
             workers.append(

@@ -3,6 +3,10 @@
 Each annotator knows the truth (the simulation does) and answers correctly with its accuracy,
 otherwise picks another class at random. They pull work exactly like a person's browser would:
 next task, answer, submit, with a fresh idempotency key per answer, reused on retry.
+
+A task shows an annotator its assignment and its image, never which item it is (a gold item
+must look like any other). A person finds the answer in the image; a simulated annotator finds
+it through an ``Oracle``, which asks the operator's API which item the assignment leased.
 """
 
 from __future__ import annotations
@@ -35,6 +39,29 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@dataclass(frozen=True)
+class Oracle:
+    """The simulation's answer key, reached the way an operator reaches it.
+
+    ``truth_by_item`` is read when asked, so it may be filled after the campaign is launched
+    (its item IDs are known only then)."""
+
+    operator_token: str
+    truth_by_item: Mapping[str, str]
+
+    async def item_of(self, http: httpx.AsyncClient, campaign_id: str, assignment_id: str) -> str:
+        """The item an assignment leased (an operator-only route)."""
+        r = await http.get(
+            f"/campaigns/{campaign_id}/assignments/{assignment_id}",
+            headers=_auth(self.operator_token),
+        )
+        r.raise_for_status()
+        return str(r.json()["item_id"])
+
+    async def truth_of(self, http: httpx.AsyncClient, campaign_id: str, assignment_id: str) -> str:
+        return self.truth_by_item[await self.item_of(http, campaign_id, assignment_id)]
+
+
 async def register(
     http: httpx.AsyncClient,
     operator_token: str,
@@ -56,7 +83,7 @@ async def annotate_until_empty(
     http: httpx.AsyncClient,
     annotator: SimulatedAnnotator,
     campaign_id: str,
-    truth_by_item: Mapping[str, str],
+    oracle: Oracle,
     *,
     idle_rounds: int = 3,
     idle_sleep: float = 0.2,
@@ -86,7 +113,8 @@ async def annotate_until_empty(
             continue
         idle = 0
         classes = [c["name"] for c in payload["ontology"]["classes"]]
-        label = annotator.answer(truth_by_item[task["item_id"]], classes)
+        truth = await oracle.truth_of(http, campaign_id, task["assignment_id"])
+        label = annotator.answer(truth, classes)
         await submit(http, annotator.token, campaign_id, task["assignment_id"], [label])
         answered += 1
     return answered

@@ -135,7 +135,6 @@ async def test_a_campaign_link_is_a_queue_for_its_person(quorum: Pipeline) -> No
         # Blind labeling: a task carries the image and the ontology, never anyone's answers.
         assert set(task) == {
             "assignment_id",
-            "item_id",
             "image_url",
             "width",
             "height",
@@ -149,13 +148,14 @@ async def test_a_campaign_link_is_a_queue_for_its_person(quorum: Pipeline) -> No
         assert img.status_code == 200 and img.headers["content-type"] == "image/png"
         no_header = await p.http.get(f"{task['image_url']}?access_token={ada.token}")
         assert no_header.status_code == 401
+        item = await p.item_of(cid, task)
         r = await p.http.post(
             f"/campaigns/{cid}/tasks/{task['assignment_id']}/response",
-            json=answer(p.truth[task["item_id"]]),
+            json=answer(p.truth[item]),
             headers=bearer(token),
         )
         assert r.status_code == 200, r.text
-        seen.append(task["item_id"])
+        seen.append(item)
     assert sorted(seen) == [f"{cid}-{n}" for n in range(3)]
     done = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(token))).json()
     assert done["task"] is None and done["answered"] == 3
@@ -242,6 +242,7 @@ async def test_a_link_works_for_its_person_and_campaign_only(quorum: Pipeline) -
     other = (
         await p.http.post(f"/campaigns/{second}/tasks/next", headers=bearer(ada.token))
     ).json()["task"]
+    other_item = await p.item_of(second, other)
     before = await snapshot(p)
 
     # Another person's assignment, with Bob's link: the same campaign, not his.
@@ -274,7 +275,7 @@ async def test_a_link_works_for_its_person_and_campaign_only(quorum: Pipeline) -
                 ("GET", f"/campaigns/{second}/reviews", None),
                 (
                     "POST",
-                    f"/items/{other['item_id']}/review",
+                    f"/items/{other_item}/review",
                     {"decision": "accept_consensus", "idempotency_key": uuid.uuid4().hex},
                 ),
             ],
@@ -307,7 +308,7 @@ async def test_a_task_link_opens_its_one_image(quorum: Pipeline) -> None:
     assert link["item_id"] == f"{cid}-2"
 
     task = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(token))).json()
-    assert task["task"]["item_id"] == f"{cid}-2"
+    assert await p.item_of(cid, task["task"]) == f"{cid}-2"
     again = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(token))).json()
     assert again["task"]["assignment_id"] == task["task"]["assignment_id"]
     assert again["task"]["resumed"] is True
@@ -316,7 +317,7 @@ async def test_a_task_link_opens_its_one_image(quorum: Pipeline) -> None:
     elsewhere = (
         await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(ada.token))
     ).json()["task"]
-    assert elsewhere["item_id"] == f"{cid}-0"
+    assert await p.item_of(cid, elsewhere) == f"{cid}-0"
     before = await snapshot(p)
     e = elsewhere["assignment_id"]
     assert await refused(
@@ -458,7 +459,7 @@ async def test_operators_see_who_is_working(quorum: Pipeline) -> None:
             await asyncio.sleep(0.2)
             r = await p.http.post(
                 f"/campaigns/{cid}/tasks/{t['task']['assignment_id']}/response",
-                json=answer(p.truth[t["task"]["item_id"]]),
+                json=answer(p.truth[await p.item_of(cid, t["task"])]),
                 headers=bearer(ada.token),
             )
             assert r.status_code == 200
@@ -478,9 +479,27 @@ async def test_operators_see_who_is_working(quorum: Pipeline) -> None:
     assert sorted(lease["annotator_name"] for lease in leases) == sorted([ada.name, bob.name])
     assert all(0 < lease["seconds_left"] <= 30 and not lease["overdue"] for lease in leases)
 
-    for url in (f"/campaigns/{cid}/workforce", f"/campaigns/{cid}/leases"):
+    # Which item a lease is for: the operator's to know, never the annotator's.
+    lease = leases[0]
+    one = f"/campaigns/{cid}/assignments/{lease['assignment_id']}"
+    r = await p.http.get(one, headers=operator())
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("item_id", "ordinal", "kind", "state")} == {
+        "item_id": lease["item_id"],
+        "ordinal": lease["ordinal"],
+        "kind": "image",
+        "state": "leased",
+    }
+
+    for url in (f"/campaigns/{cid}/workforce", f"/campaigns/{cid}/leases", one):
         assert (await p.http.get(url, headers=bearer(cy.token))).status_code == 403
+    holder = ada if lease["annotator_id"] == ada.id else bob
+    assert (await p.http.get(one, headers=bearer(holder.token))).status_code == 403
     assert (await p.http.get("/campaigns/nope/leases", headers=operator())).status_code == 404
+    r = await p.http.get(
+        f"/campaigns/nope/assignments/{lease['assignment_id']}", headers=operator()
+    )
+    assert r.status_code == 404
 
 
 async def test_issued_links_are_rows_and_their_tokens_are_not_stored(quorum: Pipeline) -> None:
@@ -528,6 +547,6 @@ async def test_a_task_link_renews_its_own_run_out_lease_and_keeps_the_limit(
     # At her limit of one open task (leased through her own token), the link waits its turn.
     await asyncio.sleep(1.2)
     other = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(ada.token))).json()
-    assert other["task"]["item_id"] == f"{cid}-0"
+    assert await p.item_of(cid, other["task"]) == f"{cid}-0"
     r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(token))
     assert (r.status_code, r.json()["message"]) == (409, AT_CONCURRENCY_LIMIT)

@@ -711,10 +711,10 @@ async def test_the_annotator_gets_the_least_sure_image_first_with_its_prediction
     for _ in range(2):
         r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(ann.token))
         task = r.json()["task"]
-        seen.append((task["item_id"], task["prelabel"]))
+        seen.append((await p.item_of(cid, task), task["prelabel"]))
         r = await p.http.post(
             f"/campaigns/{cid}/tasks/{task['assignment_id']}/response",
-            json={"idempotency_key": f"key-{task['item_id']}", "objects": []},
+            json={"idempotency_key": f"key-{task['assignment_id']}", "objects": []},
             headers=bearer(ann.token),
         )
         assert r.status_code == 200, r.text

@@ -36,7 +36,7 @@ from infra.settings import (
 )
 from infra.temporal_client import connect
 from schemas.workflow_io import CampaignResult, campaign_workflow_id
-from simulation.crowd import SimulatedAnnotator, annotate_until_empty, register
+from simulation.crowd import Oracle, SimulatedAnnotator, annotate_until_empty, register
 from simulation.images import generate_images
 from storage import open_store, s3_client
 from workers.registry import WORKFLOWS, build_activities
@@ -87,6 +87,15 @@ class Pipeline:
         )
         return self.worker
 
+    @property
+    def oracle(self) -> Oracle:
+        """The truth, looked up the way an operator can: annotators never see item IDs."""
+        return Oracle(OPERATOR, self.truth)
+
+    async def item_of(self, campaign_id: str, task: dict[str, Any]) -> str:
+        """The item a leased task is for (``task`` as ``tasks/next`` returns it)."""
+        return await self.oracle.item_of(self.http, campaign_id, task["assignment_id"])
+
     def spec(self, **overrides: Any) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "name": "test-campaign",
@@ -119,7 +128,11 @@ class Pipeline:
                 opened = await s.scalar(
                     select(func.count())
                     .select_from(Item)
-                    .where(Item.campaign_id == campaign_id, Item.status != "pending")
+                    .where(
+                        Item.campaign_id == campaign_id,
+                        Item.kind == "image",  # gold items are never opened: never pending
+                        Item.status != "pending",
+                    )
                 )
             if (opened or 0) >= count:
                 return
@@ -153,7 +166,7 @@ class Pipeline:
         workers = [
             asyncio.create_task(
                 annotate_until_empty(
-                    self.http, a, campaign_id, self.truth, until=done, idle_sleep=0.05
+                    self.http, a, campaign_id, self.oracle, until=done, idle_sleep=0.05
                 )
             )
             for a in crowd

@@ -137,7 +137,7 @@ async def test_an_items_timeline_tells_its_whole_story_in_order(pipeline: Pipeli
         task = (
             await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
         ).json()["task"]
-        assert task["item_id"] == item
+        assert await p.item_of(cid, task) == item
         ok = await submit(p.http, person.token, cid, task["assignment_id"], [label])
         assert ok.status_code == 200
     late = await submit(p.http, slow.token, cid, held["task"]["assignment_id"], [truth])

@@ -64,8 +64,8 @@ async def test_disagreement_waits_for_review_then_finishes(pipeline: Pipeline) -
     cid = await p.launch(images=3, annotators_per_image=2, agreement_threshold=1.0)
     right, contrarian = await p.people([1.0, 0.0])
     (expert,) = await p.people([1.0], role="expert")
-    await annotate_until_empty(p.http, right, cid, p.truth)
-    await annotate_until_empty(p.http, contrarian, cid, p.truth)
+    await annotate_until_empty(p.http, right, cid, p.oracle)
+    await annotate_until_empty(p.http, contrarian, cid, p.oracle)
 
     # Every item now disagrees, so every item waits for an expert; nothing is published.
     async def items_in_review() -> int:
@@ -157,7 +157,7 @@ async def test_repeated_submission_is_counted_once(pipeline: Pipeline) -> None:
     assert again.status_code == 409
     assert again.json()["message"] == ALREADY_ANSWERED
 
-    await annotate_until_empty(p.http, second, cid, p.truth)
+    await annotate_until_empty(p.http, second, cid, p.oracle)
     result = await p.result(cid)
     assert result.counts.finished == 1
     async with p.sessions() as s:
@@ -198,7 +198,8 @@ async def test_expired_lease_is_offered_to_another_annotator(pipeline: Pipeline)
         await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(quick.token))
     ).json()
     assert offered["task"] is not None
-    assert offered["task"]["item_id"] == held["task"]["item_id"] == f"{cid}-0"
+    assert await p.item_of(cid, offered["task"]) == await p.item_of(cid, held["task"])
+    assert await p.item_of(cid, offered["task"]) == f"{cid}-0"
     assert offered["task"]["assignment_id"] != held["task"]["assignment_id"]
 
     late = await submit(p.http, slow.token, cid, held["task"]["assignment_id"], label)
@@ -276,7 +277,7 @@ async def test_skipped_image_goes_to_someone_else(pipeline: Pipeline) -> None:
         await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(skipper.token))
     ).json()
     assert again["task"] is None, "a skipped image never comes back to the same person"
-    assert await annotate_until_empty(p.http, taker, cid, p.truth) == 1
+    assert await annotate_until_empty(p.http, taker, cid, p.oracle) == 1
     assert (await p.result(cid)).counts.finished == 1
 
 
@@ -286,7 +287,7 @@ async def test_other_peoples_assignments_are_refused(pipeline: Pipeline) -> None
     owner, intruder = await p.people([1.0, 1.0])
     t = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(owner.token))).json()
     aid = t["task"]["assignment_id"]
-    label = [p.truth[t["task"]["item_id"]]]
+    label = [p.truth[await p.item_of(cid, t["task"])]]
     assert (await submit(p.http, intruder.token, cid, aid, label)).status_code == 403
     assert (await submit(p.http, "not-a-real-token", cid, aid, label)).status_code == 401
     assert await _count(p, Response, campaign_id=cid) == 0
@@ -431,7 +432,7 @@ async def test_a_snapshot_publishes_what_is_final_so_far(pipeline: Pipeline) -> 
     r = await p.http.post(f"/campaigns/{cid}/snapshot", json={}, headers=operator())
     assert r.status_code == 409, "nothing is final yet"
 
-    assert await annotate_until_empty(p.http, person, cid, p.truth, max_answers=2) == 2
+    assert await annotate_until_empty(p.http, person, cid, p.oracle, max_answers=2) == 2
     for _ in range(100):
         if await _count(p, Consensus, campaign_id=cid) == 2:
             break

@@ -63,7 +63,7 @@ async def test_a_long_waiting_item_continues_as_new_and_keeps_its_answers(
         images=1, annotators_per_image=2, agreement_threshold=1.0, lease_timeout="1s"
     )
     early, late = await p.people([1.0, 1.0])
-    assert await annotate_until_empty(p.http, early, cid, p.truth, max_answers=1) == 1
+    assert await annotate_until_empty(p.http, early, cid, p.oracle, max_answers=1) == 1
     handle = p.temporal.get_workflow_handle(item_workflow_id(cid, 0))
     first_run = (await handle.describe()).run_id
     for _ in range(300):  # reconciles at 1, 2, 4, 8 s: about 11 events each

@@ -85,7 +85,7 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
 
     # Two good annotators answer the first images (and, every other task, a gold item).
     for good in (first, second):
-        assert await annotate_until_empty(p.http, good, cid, p.truth, max_answers=8) == 8
+        assert await annotate_until_empty(p.http, good, cid, p.oracle, max_answers=8) == 8
 
     # The spammer always answers "circle": right on circles, so some of their answers finish
     # images alongside the good ones before anyone knows better.
@@ -100,7 +100,6 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
         assert task is not None
         assert set(task) == {  # a gold task looks like any other
             "assignment_id",
-            "item_id",
             "image_url",
             "width",
             "height",
@@ -114,12 +113,13 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
             break
         assert s.status_code == 200, s.text
         answered += 1
-        if int(task["item_id"].rsplit("-", 1)[1]) >= 9:
+        item = await p.item_of(cid, task)
+        if int(item.rsplit("-", 1)[1]) >= 9:
             gold_seen += 1
         else:
-            spam_items.append(task["item_id"])
+            spam_items.append(item)
         if answered == 1:  # before any gold answer: this image finishes with the spam in it
-            await _wait_status(p, task["item_id"], "done")
+            await _wait_status(p, item, "done")
         assert answered <= SPAMMER_TASK_BOUND, "the spammer was not blocked in time"
     # Blocked at the latest at the third gold miss; the model (Dawid-Skene with the gold
     # clamped) may see it from the agreement sooner.
@@ -172,6 +172,86 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
     assert rows[spammer.id]["status"] == "blocked"
     assert rows[spammer.id]["gold_score"] == 0.0
     assert rows[first.id]["status"] == "active" and rows[first.id]["gold_score"] == 1.0
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (str(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)]
+
+
+async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    gold, gold_truth = await _gold_spec(p)
+    # At rate 0.5 an annotator's first task is an image of the campaign, the second is gold.
+    cid = await p.launch(images=3, annotators_per_image=2, gold={"rate": 0.5, "items": gold})
+    (ada,) = await p.people([1.0])
+
+    replies, submitted = [], []
+    for _ in range(2):
+        r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(ada.token))
+        assert r.status_code == 200, r.text
+        replies.append(r.json())
+        task = r.json()["task"]
+        assert task is not None, r.json()
+        # The operator knows which item it is; the annotator answers by the assignment alone.
+        item = await p.item_of(cid, task)
+        label = gold_truth[0] if item == f"{cid}-3" else p.truth[item]
+        s = await submit(p.http, ada.token, cid, task["assignment_id"], [label])
+        assert s.status_code == 200, s.text
+        submitted.append(s.json())
+    normal, gold_task = (reply["task"] for reply in replies)
+    kinds = [
+        (
+            await p.http.get(
+                f"/campaigns/{cid}/assignments/{t['assignment_id']}", headers=operator()
+            )
+        ).json()
+        for t in (normal, gold_task)
+    ]
+    assert [(k["kind"], k["item_id"]) for k in kinds] == [
+        ("image", f"{cid}-0"),
+        ("gold", f"{cid}-3"),
+    ]
+
+    # The same fields, the same kinds of value, and nothing that names the item or its ordinal.
+    assert set(normal) == set(gold_task)
+    assert set(replies[0]) == set(replies[1]) and replies[0]["message"] == replies[1]["message"]
+    for task, kind in zip((normal, gold_task), kinds, strict=True):
+        assert task["image_url"] == f"/campaigns/{cid}/tasks/{task['assignment_id']}/image"
+        assert (task["prelabel"], task["resumed"]) == (None, False)
+        # The campaign and the (random) assignment are all it names; with those taken out, the
+        # item's ordinal appears nowhere (the lease's timestamp and the size aside).
+        assert kind["item_id"] not in json.dumps(task)
+        rest = [
+            text.replace(cid, "").replace(task["assignment_id"], "")
+            for key, value in task.items()
+            if key not in {"lease_expires_at", "width", "height"}
+            for text in _strings(value)
+        ]
+        assert not any(str(kind["ordinal"]) in text for text in rest), rest
+        image = await p.http.get(task["image_url"], headers=bearer(ada.token))
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert not any("gold" in v or ".png" in v for v in image.headers.values())
+    assert (normal["width"], normal["height"]) == (gold_task["width"], gold_task["height"])
+
+    # Submitting by the assignment scores the gold answer, and the replies look alike too.
+    assert set(submitted[0]) == set(submitted[1])
+    assert [(a["late"], a["counted"], a["duplicate"]) for a in submitted] == [
+        (False, True, False)
+    ] * 2
+    async with p.sessions() as s:
+        scored = await s.scalar(
+            select(Response).where(Response.assignment_id == gold_task["assignment_id"])
+        )
+        record = await s.get(AnnotatorQuality, (cid, ada.id))
+    assert scored is not None and scored.item_id == f"{cid}-3" and scored.gold_score == 1.0
+    assert record is not None and (record.gold_answers, record.gold_score_sum) == (1, 1.0)
 
 
 async def test_a_bad_gold_item_is_refused_naming_the_field(pipeline: Pipeline) -> None:
@@ -241,7 +321,7 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
             if task is None:
                 await asyncio.sleep(0.05)
                 continue
-            label = answer_for(task["item_id"])
+            label = answer_for(await p.item_of(cid, task))
             s = await submit(p.http, person.token, cid, task["assignment_id"], [label])
             assert s.status_code == 200, s.text
 
@@ -323,7 +403,7 @@ async def test_a_voting_model_is_one_more_voter_that_never_fills_a_slot(
         review_timeout="2s",
     )
     (person,) = await p.people([1.0])
-    assert await annotate_until_empty(p.http, person, cid, p.truth) == 2  # one slot each
+    assert await annotate_until_empty(p.http, person, cid, p.oracle) == 2  # one slot each
     result = await p.result(cid, within=60)
     # The model agrees on image 0 (finalized) and contradicts the person on image 1 (a tie:
     # review, timed out here to the person's answer by order).

@@ -119,7 +119,7 @@ async def test_an_annotator_draws_a_box_and_a_polygon_picks_attributes_and_submi
     await open_page(page, link["url"])
     await page.wait_for_selector("text=Ada Lovelace")
     assert await page.locator("#progress").text_content() == "0 labeled"
-    first = await page.evaluate("document.body.dataset.item")
+    first = await page.evaluate("document.body.dataset.assignment")
 
     # A box, with a required single choice and a multiple choice.
     await page.click("button.class-button[data-class='car']")
@@ -143,19 +143,19 @@ async def test_an_annotator_draws_a_box_and_a_polygon_picks_attributes_and_submi
     await page.screenshot(path=str(artifacts / "annotation-page.png"))
 
     await page.click("#submit")
-    await page.wait_for_selector(f"body[data-item]:not([data-item='{first}'])")
+    await page.wait_for_selector(f"body[data-assignment]:not([data-assignment='{first}'])")
     await page.wait_for_selector("#messages .success")
     assert await page.locator("#progress").text_content() == "1 labeled"
     assert await page.locator("#objects li").count() == 0, "the next image starts empty"
 
     # Skipping gives the image back and brings the next one; it is not counted as labeled.
-    second = await page.evaluate("document.body.dataset.item")
+    second = await page.evaluate("document.body.dataset.assignment")
     await page.click("#skip")
-    await page.wait_for_selector(f"body[data-item]:not([data-item='{second}'])")
+    await page.wait_for_selector(f"body[data-assignment]:not([data-assignment='{second}'])")
     assert await page.locator("#progress").text_content() == "1 labeled"
 
     (saved,) = await responses(web, cid)
-    assert saved.item_id == first and saved.annotator_id == ada["id"]
+    assert saved.assignment_id == first and saved.annotator_id == ada["id"]
     objects = saved.body["objects"]
     by_type = {o["type"]: o for o in objects}
     assert set(by_type) == {"box", "polygon", "tag"}

@@ -47,11 +47,17 @@ async def drag_screen(page: Page, a: tuple[float, float], b: tuple[float, float]
 
 
 async def submit_and_wait(page: Page) -> None:
-    item = await page.evaluate("document.body.dataset.item")
+    shown = await page.evaluate("document.body.dataset.assignment")
     await page.click("#submit")
     await page.wait_for_selector(
-        f"body[data-item]:not([data-item='{item}']), #screen:not([hidden])"
+        f"body[data-assignment]:not([data-assignment='{shown}']), #screen:not([hidden])"
     )
+
+
+async def item_shown(web: Web, cid: str, page: Page) -> str:
+    """The item of the task on the page (the page knows only its assignment)."""
+    assignment = await page.evaluate("document.body.dataset.assignment")
+    return await web.p.item_of(cid, {"assignment_id": assignment})
 
 
 def geometry(obj: dict[str, Any]) -> tuple[float, ...]:
@@ -77,7 +83,7 @@ async def test_the_models_boxes_start_the_drawing_and_the_answer_is_what_is_left
     ada = await web.person("Ada")
     link = await web.link(cid, ada["id"])
     await open_page(page, link["url"])
-    assert await page.evaluate("document.body.dataset.item") == f"{cid}-0"
+    assert await item_shown(web, cid, page) == f"{cid}-0"
 
     # Image 0: both predicted boxes are there, said to come from a model.
     objects = page.locator("#objects li")
@@ -95,7 +101,7 @@ async def test_the_models_boxes_start_the_drawing_and_the_answer_is_what_is_left
     await submit_and_wait(page)
 
     # Image 1: relabel the car a truck (its colour goes: trucks have no colour).
-    assert await page.evaluate("document.body.dataset.item") == f"{cid}-1"
+    assert await item_shown(web, cid, page) == f"{cid}-1"
     assert await objects.count() == 1
     await page.keyboard.press("v")
     await objects.first.click()
@@ -104,7 +110,7 @@ async def test_the_models_boxes_start_the_drawing_and_the_answer_is_what_is_left
     await submit_and_wait(page)
 
     # Image 2: keep the prediction as it is.
-    assert await page.evaluate("document.body.dataset.item") == f"{cid}-2"
+    assert await item_shown(web, cid, page) == f"{cid}-2"
     assert await objects.count() == 1
     await submit_and_wait(page)
 

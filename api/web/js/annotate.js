@@ -182,7 +182,6 @@ async function next() {
   }
   state.editor.enabled = true;
   document.body.dataset.assignment = reply.task.assignment_id;
-  document.body.dataset.item = reply.task.item_id;
   startLeaseTimer(reply.task.lease_expires_at);
   setBusy(false);
 }
