@@ -56,10 +56,15 @@ async def create_campaign(
 ) -> Campaign:
     """Commit the campaign and its items (status ``created``); no workflow runs yet."""
     images = list_images(spec.images, base_dir=base_dir, s3_client=s3_client)
-    launch_prelabels = prelabels.load_for_launch(spec, images, base_dir=base_dir)
+    gold = load_gold(spec, base_dir)
+    launch_prelabels = prelabels.load_for_launch(
+        spec,
+        images,
+        base_dir=base_dir,
+        gold=[prelabels.Target(g.uri, g.width, g.height) for g in gold],
+    )
     if launch_prelabels is not None:  # ordinals are the work order
         images = launch_prelabels.work_order(images)
-    gold = load_gold(spec, base_dir)
     campaign = Campaign(
         id=f"cmp_{uuid.uuid4().hex[:16]}",
         name=spec.name,

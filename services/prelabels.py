@@ -10,6 +10,11 @@ pre-labels):
 * ``voter``: annotators never see it; ``voter_responses`` hands it to the consensus as the
   answer of one more voter, ``model:<name>``, whose reliability is learned like anyone's.
 
+Gold items, in mode ``start``, take predictions too, matched like the images (an image's name
+wins over a gold item's; a gold image that is also one of the campaign's images gets its
+prediction): a gold task that opened empty while the others open with a draft would give
+itself away. The import says how many gold items have none while images do.
+
 Formats
 -------
 **COCO** (``.json``), in one of three shapes:
@@ -83,6 +88,7 @@ from schemas.campaign_spec import CampaignSpec, FieldError, spec_errors
 from schemas.ontology import ClassDef, Ontology
 from services import audit
 from services.errors import InvalidInput, NotFound
+from services.gold import GOLD
 from services.image_sources import ImageRef
 
 Format = Literal["coco", "jsonl"]
@@ -90,6 +96,10 @@ Mode = Literal["start", "voter"]
 
 ACTION_IMPORTED = "prelabels.imported"
 ORDER_KEPT = "the work order was set at launch; an import after launch does not change it"
+GOLD_WITHOUT_PREDICTION = (
+    "{n} gold item(s) have no prediction while images do: annotators can tell those from the "
+    "images that open with a draft; add the gold images to the predictions"
+)
 MAX_ERRORS = 100  # listed in a refusal; the message gives the total
 MAX_UNMATCHED_LISTED = 50
 CHUNK = 5_000
@@ -184,9 +194,12 @@ def parse_predictions(
     targets: Sequence[Target],
     *,
     companion: str | None = None,
+    gold: Sequence[Target] = (),
 ) -> Parsed:
-    """Parse and validate a whole file of predictions; InvalidInput lists every problem."""
-    index = _Index(targets)
+    """Parse and validate a whole file of predictions; InvalidInput lists every problem.
+
+    ``gold``: the campaign's gold images, matched only where no image of ``targets`` is."""
+    index = _Index(targets, gold)
     errors: list[FieldError] = []
     if fmt == "jsonl":
         drafts = _parse_jsonl(content, ontology, index, errors)
@@ -240,18 +253,27 @@ def _refuse(field_name: str, message: str) -> InvalidInput:
 class _Index:
     """Targets by URI and by file name; remembers the names that matched nothing."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], gold: Sequence[Target] = ()) -> None:
         self.by_uri = {t.uri: t for t in targets}
         self.by_name: dict[str, list[Target]] = defaultdict(list)
         for t in targets:
             self.by_name[t.file_name].append(t)
+        # Gold images are matched by name only where no image has that name, so that adding
+        # gold to a campaign never makes an existing predictions file ambiguous.
+        self.gold_by_name: dict[str, list[Target]] = defaultdict(list)
+        for t in gold:
+            if t.uri not in self.by_uri:
+                self.by_uri[t.uri] = t
+                self.gold_by_name[t.file_name].append(t)
         self.unmatched: list[str] = []
         self.claimed: dict[str, str] = {}  # target URI -> where it was first predicted
 
     def find(self, name: str, where: str, errors: list[FieldError], *, uri: bool) -> Target | None:
         target = self.by_uri.get(name) if uri else None
         if target is None:
-            found = self.by_name.get(file_name_of(name), [])
+            found = self.by_name.get(file_name_of(name)) or self.gold_by_name.get(
+                file_name_of(name), []
+            )
             if len(found) > 1:
                 errors.append(
                     FieldError(
@@ -824,6 +846,7 @@ class LaunchPrelabels:
     format: Format
     order: str
     parsed: Parsed
+    mode: Mode = "start"
 
     def work_order(self, images: Sequence[ImageRef]) -> list[ImageRef]:
         """The images in the order they are to be labeled (their ordinals)."""
@@ -842,11 +865,16 @@ class LaunchPrelabels:
 
 
 def load_for_launch(
-    spec: CampaignSpec, images: Sequence[ImageRef], *, base_dir: Path | None = None
+    spec: CampaignSpec,
+    images: Sequence[ImageRef],
+    *,
+    base_dir: Path | None = None,
+    gold: Sequence[Target] = (),
 ) -> LaunchPrelabels | None:
     """Read and validate the spec's pre-labels file (None when it names none).
 
-    Errors are refused as the spec's: ``prelabels.file`` with the place in the file."""
+    ``gold``: the campaign's gold images, which take predictions in mode ``start``. Errors are
+    refused as the spec's: ``prelabels.file`` with the place in the file."""
     if spec.prelabels is None:
         return None
     path = Path(spec.prelabels.file)
@@ -860,8 +888,9 @@ def load_for_launch(
     except (OSError, UnicodeDecodeError) as exc:
         raise _refuse("prelabels.file", f"cannot read {path}: {exc}") from exc
     targets = [Target(i.uri, i.width, i.height) for i in images]
+    shown_gold = gold if spec.prelabels.mode == "start" else ()
     try:
-        parsed = parse_predictions(content, fmt, spec.ontology, targets)
+        parsed = parse_predictions(content, fmt, spec.ontology, targets, gold=shown_gold)
     except InvalidInput as exc:
         errors = [
             FieldError(field="prelabels.file", message=f"{e.field}: {e.message}")
@@ -869,7 +898,11 @@ def load_for_launch(
         ]
         raise InvalidInput(f"prelabels.file: {path.name}: {exc.message}", errors=errors) from None
     return LaunchPrelabels(
-        model=spec.prelabels.model, format=fmt, order=spec.prelabels.order, parsed=parsed
+        model=spec.prelabels.model,
+        format=fmt,
+        order=spec.prelabels.order,
+        parsed=parsed,
+        mode=spec.prelabels.mode,
     )
 
 
@@ -886,6 +919,7 @@ async def store_at_launch(
         actor=("operator", created_by),
         at_launch=True,
         order=loaded.order,
+        mode=loaded.mode,
     )
 
 
@@ -918,15 +952,17 @@ async def import_prelabels(
     if campaign is None:
         raise NotFound(f"no campaign {campaign_id}")
     ontology = Ontology.model_validate(campaign.spec["ontology"])
+    mode = mode_of(campaign)
     rows = (
         await session.execute(
-            select(Item.uri, Item.width, Item.height)
-            .where(Item.campaign_id == campaign_id, Item.kind == "image")
+            select(Item.uri, Item.width, Item.height, Item.kind)
+            .where(Item.campaign_id == campaign_id, Item.kind.in_(_kinds_shown(mode)))
             .order_by(Item.ordinal)
         )
     ).all()
-    targets = [Target(uri, w, h) for uri, w, h in rows]
-    parsed = parse_predictions(content, fmt, ontology, targets, companion=companion)
+    targets = [Target(uri, w, h) for uri, w, h, kind in rows if kind == "image"]
+    gold = [Target(uri, w, h) for uri, w, h, kind in rows if kind == GOLD]
+    parsed = parse_predictions(content, fmt, ontology, targets, companion=companion, gold=gold)
     return await _store(
         session,
         campaign_id,
@@ -936,7 +972,14 @@ async def import_prelabels(
         actor=actor,
         at_launch=False,
         order=str(_spec_prelabels(campaign.spec).get("order", "as_listed")),
+        mode=mode,
     )
+
+
+def _kinds_shown(mode: Mode) -> tuple[str, ...]:
+    """The kinds of item a prediction is stored for: gold too when annotators see it (a
+    voter's answer on gold would be evidence nobody asked for)."""
+    return ("image", GOLD) if mode == "start" else ("image",)
 
 
 async def _store(
@@ -949,22 +992,24 @@ async def _store(
     actor: tuple[audit.ActorType, str],
     at_launch: bool,
     order: str,
+    mode: Mode,
 ) -> ImportResult:
     # Items by URI, read back rather than derived from ordinals, so that whatever else the
-    # launch inserts (gold items, say) cannot shift a prediction onto the wrong image.
-    ids = dict(
-        (
-            await session.execute(
-                select(Item.uri, Item.id).where(
-                    Item.campaign_id == campaign_id, Item.kind == "image"
-                )
-            )
-        ).all()
-    )
+    # launch inserts cannot shift a prediction onto the wrong image. A URI can be both an
+    # image's and a gold item's: each gets the prediction.
+    ids: dict[str, list[str]] = defaultdict(list)
+    for uri, item_id in (
+        await session.execute(
+            select(Item.uri, Item.id)
+            .where(Item.campaign_id == campaign_id, Item.kind.in_(_kinds_shown(mode)))
+            .order_by(Item.ordinal)
+        )
+    ).all():
+        ids[uri].append(item_id)
     now = utcnow()
     rows = [
         {
-            "item_id": ids[p.uri],
+            "item_id": item_id,
             "campaign_id": campaign_id,
             "model": model,
             "body": p.body,
@@ -972,7 +1017,7 @@ async def _store(
             "imported_at": now,
         }
         for p in parsed.predictions.values()
-        if p.uri in ids
+        for item_id in ids.get(p.uri, [])
     ]
     replaced = 0
     for start in range(0, len(rows), CHUNK):
@@ -998,6 +1043,9 @@ async def _store(
         parts.append(
             "the images the model is least sure of come first" if at_launch else ORDER_KEPT
         )
+    gold_without = await _gold_without_prediction(session, campaign_id) if mode == "start" else 0
+    if gold_without:
+        parts.append(GOLD_WITHOUT_PREDICTION.format(n=gold_without))
     result = ImportResult(
         campaign_id=campaign_id,
         model=model,
@@ -1020,9 +1068,30 @@ async def _store(
             "unmatched": len(parsed.unmatched),
             "at_launch": at_launch,
             "order": order,
+            **({"gold_without_prediction": gold_without} if gold_without else {}),
         },
     )
     return result
+
+
+async def _gold_without_prediction(session: AsyncSession, campaign_id: str) -> int:
+    """Gold items with no prediction, when some image has one (0 otherwise): annotators could
+    tell those gold tasks from the images that open with a draft."""
+    predicted = select(Prelabel.item_id).where(Prelabel.campaign_id == campaign_id)
+    if not await session.scalar(
+        select(func.count())
+        .select_from(Item)
+        .where(Item.campaign_id == campaign_id, Item.kind == "image", Item.id.in_(predicted))
+    ):
+        return 0
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Item)
+            .where(Item.campaign_id == campaign_id, Item.kind == GOLD, Item.id.not_in(predicted))
+        )
+        or 0
+    )
 
 
 # ---- serving ------------------------------------------------------------------------------

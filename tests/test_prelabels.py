@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -34,11 +35,13 @@ from services.errors import InvalidInput
 from services.image_sources import ImageRef
 from services.prelabels import (
     ACTION_IMPORTED,
+    GOLD_WITHOUT_PREDICTION,
     ORDER_KEPT,
     LaunchPrelabels,
     Parsed,
     Prediction,
     Target,
+    for_annotator,
     format_of,
     import_prelabels,
     parse_predictions,
@@ -617,6 +620,126 @@ async def test_voter_responses_are_transient_answers_of_the_model(
         await s.commit()
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Response)) == 0
+
+
+def gold_spec_for(tmp_path: Path, **prelabels: Any) -> CampaignSpec:
+    """Five images, and three gold items: ``gold/image_00000.png`` (the name of image 0, in
+    another folder), ``gold/gold_a.png`` (a name no image has), and image 3 itself."""
+    spec = spec_for(tmp_path, **prelabels)
+    generate_images(tmp_path / "gold", 1, seed=3)
+    shutil.copyfile(tmp_path / "gold" / name(0), tmp_path / "gold" / "gold_a.png")
+    uris = [
+        (tmp_path / "gold" / name(0)).as_uri(),
+        (tmp_path / "gold" / "gold_a.png").as_uri(),
+        (tmp_path / "images" / name(3)).as_uri(),
+    ]
+    return CampaignSpec.model_validate(
+        {
+            **spec.model_dump(mode="json", exclude_none=True),
+            "gold": {"rate": 0.2, "items": [{"uri": u, "label": "indoor"} for u in uris]},
+        }
+    )
+
+
+async def prelabels_by_uri(
+    sessions: async_sessionmaker[AsyncSession], cid: str
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(kind, URI) -> the stored draft's objects, for every item that has one."""
+    async with sessions() as s:
+        rows = await s.execute(
+            select(Item.kind, Item.uri, Prelabel.body)
+            .join(Prelabel, Prelabel.item_id == Item.id)
+            .where(Item.campaign_id == cid)
+        )
+        return {(kind, uri): body["objects"] for kind, uri, body in rows.all()}
+
+
+async def test_gold_items_take_predictions_when_annotators_see_them(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A gold task that opened empty among images that open with a draft would give itself
+    away: in mode start, gold items are matched like images (an image's name wins)."""
+    gold_box = box(5, 5, 9, 9, attributes={"color": "red"})
+    (tmp_path / "pre.jsonl").write_text(
+        scored_lines()
+        + jsonl(
+            {"uri": (tmp_path / "gold" / name(0)).as_uri(), "objects": [gold_box]},
+            {"file_name": "gold_a.png", "objects": []},
+        )
+    )
+    campaign = await create_campaign(
+        sessions, gold_spec_for(tmp_path, file="pre.jsonl"), created_by="ops", base_dir=tmp_path
+    )
+    stored = await prelabels_by_uri(sessions, campaign.id)
+    gold_dir, images = (tmp_path / "gold"), (tmp_path / "images")
+    image_0 = stored[("image", (images / name(0)).as_uri())]
+    assert image_0 == [{**box(1.0, 1.0, 9.0, 9.0), "angle": 0.0, "attributes": {}}]
+    assert stored[("gold", (gold_dir / name(0)).as_uri())] == [
+        {**box(5.0, 5.0, 9.0, 9.0), "angle": 0.0, "attributes": {"color": "red"}}
+    ]
+    assert stored[("gold", (gold_dir / "gold_a.png").as_uri())] == []
+    # Image 3 is also a gold item: both get its prediction.
+    assert (
+        stored[("gold", (images / name(3)).as_uri())]
+        == stored[("image", (images / name(3)).as_uri())]
+    )
+    async with sessions() as s:
+        gold_ids = (
+            await s.scalars(
+                select(Item.id).where(Item.campaign_id == campaign.id, Item.kind == "gold")
+            )
+        ).all()
+        drafts = [await for_annotator(s, campaign, item_id) for item_id in gold_ids]
+        (entry,) = await s.scalars(
+            select(AuditEntry).where(
+                AuditEntry.chain == campaign.id, AuditEntry.action == ACTION_IMPORTED
+            )
+        )
+    assert all(draft is not None for draft in drafts)
+    assert "gold_without_prediction" not in entry.details
+
+
+async def test_gold_without_a_prediction_among_predicted_images_is_said(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    (tmp_path / "pre.jsonl").write_text(scored_lines())  # images 0-3 only (3 is also gold)
+    campaign = await create_campaign(
+        sessions, gold_spec_for(tmp_path, file="pre.jsonl"), created_by="ops", base_dir=tmp_path
+    )
+    async with sessions() as s:
+        (entry,) = await s.scalars(
+            select(AuditEntry).where(
+                AuditEntry.chain == campaign.id, AuditEntry.action == ACTION_IMPORTED
+            )
+        )
+    assert entry.details["gold_without_prediction"] == 2
+    async with sessions.begin() as s:
+        result = await import_prelabels(
+            s, campaign.id, jsonl({"file_name": name(4), "objects": []}), fmt="jsonl", model="m"
+        )
+    assert result.message.endswith(GOLD_WITHOUT_PREDICTION.format(n=2))
+    async with sessions.begin() as s:
+        result = await import_prelabels(
+            s,
+            campaign.id,
+            jsonl(
+                {"file_name": "gold_a.png", "objects": []}, {"file_name": name(0), "objects": []}
+            ),
+            fmt="jsonl",
+            model="m",
+        )
+    # gold/image_00000.png shares its name with image 0, which the name picks: still missing.
+    assert result.message.endswith(GOLD_WITHOUT_PREDICTION.format(n=1))
+
+    # A voter's predictions are never shown, so gold takes none (nor any warning).
+    (tmp_path / "voter").mkdir()
+    voter = await create_campaign(
+        sessions,
+        gold_spec_for(tmp_path / "voter", file=str(tmp_path / "pre.jsonl"), mode="voter"),
+        created_by="ops",
+        base_dir=tmp_path / "voter",
+    )
+    assert {kind for kind, _ in await prelabels_by_uri(sessions, voter.id)} == {"image"}
 
 
 async def test_the_command_imports_and_says_what_it_did(
