@@ -116,6 +116,13 @@ def _worker(code_dir: Path, url: str, campaign_id: str, store_dir: Path) -> dict
     return result
 
 
+def _commit(path: Path) -> str | None:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or None
+
+
 async def _seed(url: str, campaign_id: str, images: int) -> float:
     await upgrade_database(url)
     engine = create_engine(url)
@@ -167,7 +174,10 @@ def run(db: str, sizes: list[int], code_dirs: dict[str, Path]) -> dict[str, Any]
             "annotators_per_image": 3,
             "campaign": "single-label classes (3), like the pipeline bench",
             "store": "local directory",
-            "code_dirs": {label: str(path) for label, path in code_dirs.items()},
+            "code_dirs": {
+                label: {"path": str(path), "commit": _commit(path)}
+                for label, path in code_dirs.items()
+            },
         },
         "runs": runs,
     }
