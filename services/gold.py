@@ -5,9 +5,13 @@ workflow and never get a consensus, so nothing publishes them. Their ordinals fo
 campaign's images (``item_count + i``): the campaign workflow only ever opens ordinals below
 ``item_count``.
 
-Mixing: every annotator's n-th task is gold when ``floor(n * rate)`` moves up a step, so a rate
-of 0.2 makes every fifth task gold, spread evenly instead of in a burst. The annotator sees the
-same kind of task either way.
+Mixing: an annotator's tasks are cut into blocks of about ``1 / rate`` (5 at a rate of 0.2),
+and each block holds exactly one gold task, spread evenly instead of in a burst. Where in its
+block is drawn per annotator and block from a value annotators never see, so that counting
+tasks ("every fifth is gold") tells them nothing. The annotator sees the same kind of task
+either way: the task names its assignment, never its item (whose ordinal would give gold away).
+Gold images should look like the campaign's (format, size, and, for S3 or web images, where
+they are stored: the page loads those from their own address).
 
 Scoring uses the agreement measure of each annotation type (``services.consensus.score``):
 exact match for a single-label tag, object-level agreement (IoU, OKS, ...) for the rest.
@@ -15,6 +19,7 @@ exact match for a single-label tag, object-level agreement (IoU, OKS, ...) for t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -108,9 +113,25 @@ def _local_size(uri: str) -> tuple[int, int] | None:
     return image_size(Path(uri.removeprefix("file://")))
 
 
-def gold_is_due(rate: float, tasks_before: int) -> bool:
+def gold_is_due(rate: float, tasks_before: int, salt: str = "") -> bool:
     """Whether an annotator's next task (they had ``tasks_before``) should be gold.
 
-    True when ``floor((n + 1) * rate)`` steps above ``floor(n * rate)``: exactly
-    ``floor(N * rate)`` of the first N tasks are gold, evenly spread."""
-    return math.floor((tasks_before + 1) * rate + 1e-9) > math.floor(tasks_before * rate + 1e-9)
+    Block ``k`` is tasks ``[floor(k / rate), floor((k + 1) / rate))``, at least 2 long as the
+    rate is at most 0.5; its gold task is at an offset drawn from ``salt`` and ``k``. So each
+    block has exactly one: of the first N tasks, ``floor(N * rate)`` or one more are gold.
+    ``salt`` names the campaign and the annotator with something they cannot know."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"a gold rate is in (0, 1], not {rate}")
+    n = tasks_before
+
+    def start(k: int) -> int:
+        return math.floor(k / rate + 1e-9)
+
+    block = math.floor(n * rate + 1e-9)
+    while start(block + 1) <= n:  # float rounding at a block's edge
+        block += 1
+    while start(block) > n:
+        block -= 1
+    digest = hashlib.sha256(f"quorum-gold:{salt}:{block}".encode()).digest()
+    offset = int.from_bytes(digest[:8], "big") % (start(block + 1) - start(block))
+    return n == start(block) + offset

@@ -17,8 +17,9 @@ Rules, in one place:
 - A repeated submission (same idempotency key) is acknowledged with the first response, once.
 - An item asks for ``slots_wanted`` annotators: k with fixed redundancy; with adaptive
   redundancy it starts at the minimum and the item's workflow raises it one at a time.
-- Gold items are mixed in at the campaign's rate (``services.gold``); an answer to one is scored
-  against the known answer in the same transaction, and never goes to a workflow.
+- Gold items are mixed in at the campaign's rate, one in each block of about ``1 / rate`` tasks
+  at an unpredictable place (``services.gold``); an answer to one is scored against the known
+  answer in the same transaction, and never goes to a workflow.
 - An annotator whom the campaign blocked or sent to retraining gets no more work in it (403).
 """
 
@@ -222,7 +223,9 @@ async def claim_next(
                 AnnotatorProgress.annotator_id == annotator.id,
             )
         )
-        if gold_is_due(float(gold_rate), int(tasks_before or 0)):
+        # The campaign's creation time is the part of the salt annotators never see.
+        salt = f"{campaign_id}/{campaign.created_at.isoformat()}/{annotator.id}"
+        if gold_is_due(float(gold_rate), int(tasks_before or 0), salt):
             gold = await session.scalar(
                 select(Item)
                 .where(Item.campaign_id == campaign_id, Item.status == GOLD, ~held_before)

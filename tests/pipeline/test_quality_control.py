@@ -20,8 +20,8 @@ from storage import read_records
 from tests.pipeline.conftest import Pipeline, bearer, operator
 
 # A spammer is blocked at the gold answer that brings their gold evidence to MIN_EVIDENCE with
-# a smoothed gold accuracy below MIN_ACCURACY. At GOLD_RATE every second task is gold, so a
-# spammer who misses every gold item answers exactly MIN_EVIDENCE / GOLD_RATE = 6 tasks.
+# a smoothed gold accuracy below MIN_ACCURACY. At GOLD_RATE one of every two tasks is gold, so
+# a spammer who misses every gold item answers at most MIN_EVIDENCE / GOLD_RATE = 6 tasks.
 GOLD_RATE = 0.5
 MIN_EVIDENCE = 3
 MIN_ACCURACY = 0.6
@@ -118,8 +118,8 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
             gold_seen += 1
         else:
             spam_items.append(item)
-        if answered == 1:  # before any gold answer: this image finishes with the spam in it
-            await _wait_status(p, item, "done")
+            if len(spam_items) == 1:  # before the gold tells: it finishes with the spam in it
+                await _wait_status(p, item, "done")
         assert answered <= SPAMMER_TASK_BOUND, "the spammer was not blocked in time"
     # Blocked at the latest at the third gold miss; the model (Dawid-Skene with the gold
     # clamped) may see it from the agreement sooner.
@@ -188,41 +188,39 @@ async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored
 ) -> None:
     p = pipeline
     gold, gold_truth = await _gold_spec(p)
-    # At rate 0.5 an annotator's first task is an image of the campaign, the second is gold.
+    # At rate 0.5 one of an annotator's first two tasks is gold, the other an image.
     cid = await p.launch(images=3, annotators_per_image=2, gold={"rate": 0.5, "items": gold})
     (ada,) = await p.people([1.0])
 
-    replies, submitted = [], []
+    replies, submitted, seen = [], [], []
     for _ in range(2):
         r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(ada.token))
         assert r.status_code == 200, r.text
-        replies.append(r.json())
         task = r.json()["task"]
         assert task is not None, r.json()
         # The operator knows which item it is; the annotator answers by the assignment alone.
-        item = await p.item_of(cid, task)
-        label = gold_truth[0] if item == f"{cid}-3" else p.truth[item]
+        asked = await p.http.get(
+            f"/campaigns/{cid}/assignments/{task['assignment_id']}", headers=operator()
+        )
+        item = asked.json()
+        label = gold_truth[0] if item["kind"] == "gold" else p.truth[item["item_id"]]
         s = await submit(p.http, ada.token, cid, task["assignment_id"], [label])
         assert s.status_code == 200, s.text
+        replies.append(r.json())
         submitted.append(s.json())
-    normal, gold_task = (reply["task"] for reply in replies)
-    kinds = [
-        (
-            await p.http.get(
-                f"/campaigns/{cid}/assignments/{t['assignment_id']}", headers=operator()
-            )
-        ).json()
-        for t in (normal, gold_task)
-    ]
-    assert [(k["kind"], k["item_id"]) for k in kinds] == [
-        ("image", f"{cid}-0"),
+        seen.append(item)
+    assert sorted((k["kind"], k["item_id"]) for k in seen) == [
         ("gold", f"{cid}-3"),
+        ("image", f"{cid}-0"),
     ]
+    if seen[0]["kind"] == "gold":
+        replies, submitted, seen = replies[::-1], submitted[::-1], seen[::-1]
+    normal, gold_task = (reply["task"] for reply in replies)
 
     # The same fields, the same kinds of value, and nothing that names the item or its ordinal.
     assert set(normal) == set(gold_task)
     assert set(replies[0]) == set(replies[1]) and replies[0]["message"] == replies[1]["message"]
-    for task, kind in zip((normal, gold_task), kinds, strict=True):
+    for task, kind in zip((normal, gold_task), seen, strict=True):
         assert task["image_url"] == f"/campaigns/{cid}/tasks/{task['assignment_id']}/image"
         assert (task["prelabel"], task["resumed"]) == (None, False)
         # The campaign and the (random) assignment are all it names; with those taken out, the
