@@ -33,6 +33,7 @@ from db.models import Annotator, Assignment, Campaign, Item, TaskLink, utcnow
 from schemas.campaign_spec import FieldError
 from services import audit
 from services.errors import PERSON_BLOCKED, Forbidden, InvalidInput, NotFound, Unauthorized
+from services.gold import GOLD
 from services.people import new_id
 
 LinkKind = Literal["campaign", "task"]
@@ -50,6 +51,9 @@ LINK_OTHER_TASK = "this link is for another image"
 LINK_OUT_OF_SCOPE = "a task link only works on its own campaign's tasks"
 NOT_A_LINK = "this is not a task link"
 TASK_LINKS_ANNOTATORS_ONLY = "task links are for annotators; give experts a campaign link"
+# A task link names its item in the token and in /links/me, and gold is only ever mixed into
+# queues: a link to it would hand the annotator a gold item's ID and never lease it.
+TASK_LINK_NOT_GOLD = "a gold item cannot be given by a task link; it is only mixed into queues"
 
 # The one route a task link may use without naming its image: the queue, which then leases
 # that image and nothing else.
@@ -142,6 +146,8 @@ async def issue_link(
         item = await session.get(Item, item_id)
         if item is None or item.campaign_id != campaign_id:
             raise _invalid("item_id", f"no image {item_id} in campaign {campaign_id}")
+        if item.kind == GOLD:
+            raise _invalid("item_id", TASK_LINK_NOT_GOLD)
     elif item_id is not None:
         raise _invalid("item_id", "only task links name an image")
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from db.audit_models import AuditEntry
 from db.models import AnnotatorQuality, Consensus, DatasetVersion, Item, Response
+from services.links import TASK_LINK_NOT_GOLD
 from services.task_assignment import BLOCKED_IN_CAMPAIGN
 from simulation.crowd import SimulatedAnnotator, annotate_until_empty, submit
 from simulation.images import generate_images
@@ -250,6 +251,15 @@ async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored
         record = await s.get(AnnotatorQuality, (cid, ada.id))
     assert scored is not None and scored.item_id == f"{cid}-3" and scored.gold_score == 1.0
     assert record is not None and (record.gold_answers, record.gold_score_sum) == (1, 1.0)
+
+    # Nor can a task link (whose token names its item) point at gold.
+    r = await p.http.post(
+        f"/campaigns/{cid}/links",
+        json={"person_id": ada.id, "kind": "task", "item_id": f"{cid}-3"},
+        headers=operator(),
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "item_id", "message": TASK_LINK_NOT_GOLD}]
 
 
 async def test_a_bad_gold_item_is_refused_naming_the_field(pipeline: Pipeline) -> None:
