@@ -107,11 +107,17 @@ class GoldItemSpec(BaseModel):
     uri: str = Field(min_length=1)
     label: str | None = Field(None, description="Shorthand for a single tag answer.")
     objects: list[AnnotationObject] | None = Field(None, description="The known answer.")
+    # Tasks show their image's size when it is known; a gold task without one among images
+    # with one would stand out. A local file's own size is used; S3 sizes are read when needed.
+    width: int | None = Field(None, gt=0, description="For a web image: its size in pixels.")
+    height: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_answer(self) -> Self:
         if (self.label is None) == (self.objects is None):
             raise ValueError("give the known answer as exactly one of label or objects")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or neither")
         return self
 
     def answer(self) -> dict[str, Any]:

@@ -97,6 +97,8 @@ def load_gold(spec: CampaignSpec, base_dir: Path | None) -> list[GoldRow]:
         if item.uri.startswith("file://") and size is None:
             errors.append(FieldError(field=f"{where}.{i}.uri", message="not a readable image"))
             continue
+        if size is None and item.width is not None and item.height is not None:
+            size = (item.width, item.height)
         body = ResponseBody.model_validate(item.answer())
         for e in validate_response(spec.ontology, body, size):
             errors.append(FieldError(field=f"{where}.{i}.{e.field}", message=e.message))

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from schemas.campaign_spec import parse_spec
+from services.gold import load_gold
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,3 +139,19 @@ def test_cli_names_a_missing_or_broken_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 2 and "not valid YAML" in run.stderr
+
+
+def test_a_web_gold_image_carries_its_size_as_the_campaigns_images_do() -> None:
+    """A task shows its image's size when known; a gold task without one would stand out."""
+    item = {"uri": "https://img.example/g.png", "label": "cat", "width": 640, "height": 480}
+    spec, errors = parse_spec({**GOOD, "gold": {"rate": 0.2, "items": [item]}})
+    assert errors == [] and spec is not None
+    (row,) = load_gold(spec, None)
+    assert (row.uri, row.width, row.height) == (item["uri"], 640, 480)
+
+    del item["height"]
+    spec, errors = parse_spec({**GOOD, "gold": {"rate": 0.2, "items": [item]}})
+    assert spec is None
+    assert [(e.field, e.message) for e in errors] == [
+        ("gold.items.0", "give both width and height, or neither")
+    ]
