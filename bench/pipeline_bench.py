@@ -33,13 +33,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -49,13 +51,14 @@ from temporalio.worker import Worker
 from api.app import create_app
 from bench.floor_workflow import FloorWorkflow
 from bench.results_dir import code_version, invoked_by, load_average, machine, results_dir
+from db.engine import create_engine
 from db.migrate import upgrade_database
+from db.models import Assignment
 from infra.devstack import PostgresServer, TemporalDevServer, free_port
 from infra.settings import ApiSettings, DatabaseSettings, Settings, TemporalSettings
 from infra.temporal_client import connect
 from schemas.workflow_io import CampaignResult, campaign_workflow_id, item_workflow_id
 from simulation.crowd import (
-    Oracle,
     SimulatedAnnotator,
     annotate_until_empty,
     register,
@@ -363,6 +366,33 @@ async def pipeline_stack(db: str, temporal_store: str = "file") -> AsyncIterator
             shutil.rmtree(pg_dir, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class _DatabaseAnswerKey:
+    """The bench crowd's answer key: a task's item read straight from the database (one
+    primary-key query), not through the operator API as ``simulation.crowd.Oracle`` does in the
+    demo and the tests, so the simulated crowd adds no HTTP request to the measured API process.
+    """
+
+    engine: AsyncEngine
+    truth_by_item: Mapping[str, str]
+
+    async def truth_of(self, http: httpx.AsyncClient, campaign_id: str, assignment_id: str) -> str:
+        async with self.engine.connect() as connection:
+            item_id = await connection.scalar(
+                select(Assignment.item_id).where(Assignment.id == assignment_id)
+            )
+        return self.truth_by_item[str(item_id)]
+
+
+@contextlib.asynccontextmanager
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 async def run_campaign(
     settings: Settings,
     images: int,
@@ -380,6 +410,7 @@ async def run_campaign(
     served: AsgiApp = wrap_app(app) if wrap_app else app
     async with (
         app.router.lifespan_context(app),
+        _engine(settings.database_url) as key_engine,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=served), base_url="http://bench", timeout=120
         ) as http,
@@ -415,12 +446,11 @@ async def run_campaign(
             r.raise_for_status()
             cid = r.json()["id"]
             truth = {f"{cid}-{n}": img.label for n, img in enumerate(labeled)}
+            answer_key = _DatabaseAnswerKey(key_engine, truth)
             done = asyncio.Event()
             work = [
                 asyncio.create_task(
-                    annotate_until_empty(
-                        http, a, cid, Oracle(OPERATOR, truth), until=done, idle_sleep=0.02
-                    )
+                    annotate_until_empty(http, a, cid, answer_key, until=done, idle_sleep=0.02)
                 )
                 for a in crowd
             ]

@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -37,6 +37,14 @@ class SimulatedAnnotator:
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class AnswerKey(Protocol):
+    """Where a simulated annotator finds the truth of the task it was leased."""
+
+    async def truth_of(
+        self, http: httpx.AsyncClient, campaign_id: str, assignment_id: str
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ async def annotate_until_empty(
     http: httpx.AsyncClient,
     annotator: SimulatedAnnotator,
     campaign_id: str,
-    oracle: Oracle,
+    oracle: AnswerKey,
     *,
     idle_rounds: int = 3,
     idle_sleep: float = 0.2,
