@@ -342,8 +342,15 @@ async def pipeline_stack(db: str, temporal_store: str = "file") -> AsyncIterator
                 headless=True,
                 in_memory=temporal_store == "memory",
             )
-            pg = PostgresServer(pg_dir, port=free_port(), durable=False) if pg_dir else None
-            with server, pg if pg is not None else contextlib.nullcontext():
+            with contextlib.ExitStack() as servers:
+                servers.enter_context(server)
+                # PostgreSQL's port is picked once Temporal is up: the dev server binds ports
+                # of its own as it starts, and one of them once took a port picked before.
+                pg = (
+                    servers.enter_context(PostgresServer(pg_dir, port=free_port(), durable=False))
+                    if pg_dir
+                    else None
+                )
                 url = (
                     pg.create_database("bench")
                     if pg is not None
