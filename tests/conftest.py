@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.engine import create_engine
+from db.migrate import upgrade_database
 from infra.devstack import MinioServer, PostgresServer, TemporalDevServer, free_port
 
 # --------------------------------------------------------------------------------------------
@@ -50,3 +54,20 @@ def minio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServ
     """A MinIO server (no console) for the whole session; ``ensure_bucket`` per test."""
     with MinioServer(tmp_path_factory.mktemp("minio"), port=free_port()) as server:
         yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def migrated_engine(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh database with every migration applied: an SQLite file, then a
+    PostgreSQL database (the same test runs on both)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"t_{uuid.uuid4().hex[:10]}")
+    await upgrade_database(url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,23 +17,13 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.audit_models import AuditEntry
-from db.engine import create_engine, create_sessionmaker
-from db.migrate import upgrade_database
-from infra.devstack import PostgresServer
+from db.engine import create_sessionmaker
 from services import audit
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database(f"a_{uuid.uuid4().hex[:10]}")
-    await upgrade_database(url)
-    engine = create_engine(url)
-    yield engine
-    await engine.dispose()
+@pytest.fixture
+def engine(migrated_engine: AsyncEngine) -> AsyncEngine:
+    return migrated_engine
 
 
 def _statements(engine: AsyncEngine) -> list[str]:

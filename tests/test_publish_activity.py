@@ -8,25 +8,21 @@ dataset store; the campaigns are written straight into the database
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 import activities.campaign_activities as campaign_activities
 from activities.campaign_activities import CampaignActivities
-from db.engine import create_engine, create_sessionmaker
-from db.migrate import upgrade_database
+from db.engine import create_sessionmaker
 from db.models import Campaign, Consensus, DatasetVersion, Item, Response
-from infra.devstack import PostgresServer
 from quality import CampaignItem, geometry_alpha, krippendorff_alpha_nominal
 from schemas.ontology import Ontology
 from schemas.workflow_io import PublishInput
@@ -35,19 +31,9 @@ from simulation.finished_campaign import write_finished_campaign
 from storage import LocalObjectStore, read_manifest, read_records, verify_version
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sessions(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'publish.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database(f"p_{uuid.uuid4().hex[:10]}")
-    await upgrade_database(url)
-    engine = create_engine(url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
+@pytest.fixture
+def sessions(migrated_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(migrated_engine)
 
 
 @pytest.fixture(autouse=True)
