@@ -24,7 +24,6 @@ from db.models import Campaign, Consensus, Item, Response, Review, utcnow
 from quality.adaptive import (
     confusion_posterior,
     is_futile,
-    one_coin_matrix,
     redundancy_decision,
     smoothed_accuracy,
     vote_weight,
@@ -45,6 +44,7 @@ from schemas.workflow_io import (
 )
 from services.consensus import Assessment, assess, decided_objects, tag_labels
 from services.prelabels import voter_responses
+from services.redundancy import class_votes
 from services.reliability import POPULATION, Estimate, uses_reliability, weights_for
 from services.task_assignment import counted_answers
 
@@ -151,7 +151,7 @@ class ItemActivities:
                 redundancy.max_annotators,
                 redundancy.target_confidence,
             )
-            futile = decision == "more" and adaptive.futile
+            futile = decision == "more" and adaptive.futile and redundancy.stop_when_futile
             if futile:  # more answers could not change the decision: stop spending them
                 decision = "stop"
             method = "adaptive"
@@ -404,26 +404,16 @@ def _adaptive_consensus(
         confidence = weighted.agreement if len(responses) > 1 else 0.0
         return Adaptive(weighted, confidence, futile=False)
     classes = ontology.class_names
-    population = estimates.get(POPULATION)
-    average = (
-        population.confusion
-        if population is not None and population.confusion is not None
-        else one_coin_matrix(smoothed_accuracy(0.0, 0.0), len(classes)).tolist()
-    )
-    labels, confusions, voters = [], [], []
-    for r in responses:
-        tags = sorted({o["label"] for o in r.body.get("objects", [])})
-        if len(tags) != 1:
-            continue
-        labels.append(tags[0])
-        voters.append(r.id)
-        estimate = estimates.get(r.annotator_id)
-        confusions.append(
-            estimate.confusion if estimate is not None and estimate.confusion else average
-        )
-    if not labels:
+    votes = class_votes(classes, responses, estimates)
+    if not votes.labels:
         return Adaptive(weighted, 0.0, futile=False)
-    posterior = confusion_posterior(labels, confusions, classes)
+    labels, confusions, voters, average = (
+        votes.labels,
+        votes.confusions,
+        votes.voters,
+        votes.average,
+    )
+    posterior = votes.posterior(classes)
     best = max(classes, key=lambda c: (posterior[c], -classes.index(c)))
     confidence = posterior[best]
     before = (

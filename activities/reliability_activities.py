@@ -1,5 +1,5 @@
-"""Activities of a campaign's reliability model: refit it and apply its rules; restart the
-items the rules re-opened.
+"""Activities of a campaign's reliability model: refit it, apply its rules and re-check the
+adaptive images it revised below their target; restart the items re-opened.
 
 The campaign workflow calls ``refit_reliability`` every so many finished items and soon after a
 gold answer is scored. What the rules did is announced after the commit: each voided answer's
@@ -28,6 +28,7 @@ from schemas.workflow_io import (
     RestartItemsInput,
     item_workflow_id,
 )
+from services.redundancy import reopen_below_target
 from services.reliability import apply_rules, refit
 
 
@@ -49,6 +50,12 @@ class ReliabilityActivities:
             campaign = await session.get(Campaign, campaign_id)
             assert campaign is not None
             outcome = await apply_rules(session, campaign, estimates)
+        # Adaptive redundancy: images that stopped on estimates this fit has revised below the
+        # target get one more annotator (after the rules, which may have re-opened some).
+        async with self._sessions.begin() as session:
+            campaign = await session.get(Campaign, campaign_id)
+            assert campaign is not None
+            below = await reopen_below_target(session, campaign, estimates)
         # After the commit: a lost signal is covered by the item's own reconciliation, which
         # reads only counted answers, and by the resolve activity, which re-checks every answer.
         await asyncio.gather(
@@ -60,7 +67,7 @@ class ReliabilityActivities:
         return RefitResult(
             annotators=len(estimates),
             judged=outcome.judged,
-            reopened=[ReopenedItem(ordinal=o, previous=p) for o, p in outcome.reopened],
+            reopened=[ReopenedItem(ordinal=o, previous=p) for o, p in [*outcome.reopened, *below]],
         )
 
     async def _signal_void(self, campaign_id: str, ordinal: int, response_id: str) -> None:

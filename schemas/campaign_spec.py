@@ -81,13 +81,34 @@ class RedundancySpec(BaseModel):
 
     An image gets ``min_annotators`` answers first; then, while the posterior confidence of its
     reliability-weighted consensus is below ``target_confidence``, one more annotator, up to
-    ``max_annotators``; still unsure at the maximum, it goes to expert review."""
+    ``max_annotators``; still unsure at the maximum, it goes to expert review.
+
+    With ``reopen_below_target`` (single-label classes), every refit of the reliability model,
+    and one more when the last image is done, re-checks the images that stopped at the target:
+    one whose confidence under the new estimates is below it now (the annotators who agreed on
+    it turned out less reliable than assumed when it stopped) is re-opened for one more
+    annotator, up to ``max_annotators``. Early in a campaign the model knows little, so images
+    stop on optimistic estimates; this is what makes the target hold for them.
+
+    ``stop_when_futile`` (single-label classes) also finalizes, below the target, an image
+    whose last answer did not raise its confidence when no further answer from an average
+    annotator could change its leading class. It saves answers and costs some accuracy; on the
+    public crowds it lost more accuracy than it saved answers (``bench/adaptive_redundancy.py``),
+    so it is off unless asked for."""
 
     model_config = ConfigDict(extra="forbid")
 
     min_annotators: int = Field(ge=1, le=MAX_ANNOTATORS_PER_IMAGE)
     max_annotators: int = Field(ge=1, le=MAX_ANNOTATORS_PER_IMAGE)
     target_confidence: float = Field(gt=0.5, lt=1.0)
+    reopen_below_target: bool = Field(
+        True, description="Re-open stopped images whose confidence a refit puts below the target."
+    )
+    stop_when_futile: bool = Field(
+        False,
+        description="Finalize a contested image below the target when no further answer could "
+        "change its leading class (fewer answers, a little less accuracy).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

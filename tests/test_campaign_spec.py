@@ -25,6 +25,13 @@ GOOD = {
     "review_timeout": "2d",
 }
 
+REDUNDANCY = {"min_annotators": 2, "max_annotators": 10, "target_confidence": 0.99}
+ADAPTIVE: dict[str, object] = {
+    "annotators_per_image": None,
+    "agreement_threshold": None,
+    "redundancy": REDUNDANCY,
+}
+
 BAD = {
     "name": "Bad Name!",
     "images": {},
@@ -76,6 +83,14 @@ def test_every_bad_field_is_named_once() -> None:
             {"ontology": {"classes": [{"name": "cat"}, {"name": "dog", "colour": 1}]}},
             "ontology.classes.1.colour",
         ),
+        (
+            {**ADAPTIVE, "redundancy": {**REDUNDANCY, "reopen_below_target": "maybe"}},
+            "redundancy.reopen_below_target",
+        ),
+        (
+            {**ADAPTIVE, "redundancy": {**REDUNDANCY, "stop_when_futile": [1]}},
+            "redundancy.stop_when_futile",
+        ),
     ],
     ids=[
         "duplicate-class",
@@ -84,12 +99,20 @@ def test_every_bad_field_is_named_once() -> None:
         "zero-timeout",
         "window-too-big",
         "unknown-class-field",
+        "reopen-not-a-boolean",
+        "futile-not-a-boolean",
     ],
 )
 def test_single_mistakes(patch: dict[str, object], field: str) -> None:
     spec, errors = parse_spec({**GOOD, **patch})
     assert spec is None
     assert [e.field for e in errors] == [field]
+
+
+def test_adaptive_redundancy_re_checks_by_default_and_never_stops_futile_unasked() -> None:
+    spec, errors = parse_spec({**GOOD, **ADAPTIVE})
+    assert errors == [] and spec is not None and spec.redundancy is not None
+    assert spec.redundancy.reopen_below_target and not spec.redundancy.stop_when_futile
 
 
 def test_cli_validate_lists_every_field(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ state in one ``CampaignState`` (at most ``window`` ordinals), after its handlers
 
 A campaign with a reliability model (gold items, rules, adaptive redundancy) refits it every
 ``refit_every`` finished items and soon after a scored gold answer (``quality_evidence``
-signal, at most once per ``MIN_REFIT_GAP``). When the rules block someone and re-open items
-they answered, those ordinals go back in flight with a higher ``attempt`` (a finish signal
-from an older run is then ignored) and are restarted by an activity.
+signal, at most once per ``MIN_REFIT_GAP``), and once more when the last image is done.
+When the rules block someone and re-open items they answered, or the adaptive re-check
+re-opens images the refit put below their target, those ordinals go back in flight with a
+higher ``attempt`` (a finish signal from an older run is then ignored) and are restarted by an
+activity; the campaign publishes only after a final refit that re-opens nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ RETRY = RetryPolicy(
 RECONCILE_EVERY = timedelta(minutes=10)
 MAX_BATCH = 200
 MIN_REFIT_GAP = timedelta(seconds=1)
+FINAL_REFIT_PATCH = "final-refit"
+"""Histories from before the final refit replay without it."""
 
 
 @workflow.defn
@@ -84,6 +88,15 @@ class CampaignWorkflow:
         self._in_flight.discard(ordinal)
         self._state.counts.add(outcome)  # type: ignore[arg-type]
         self._state.finished_since_refit += 1
+
+    def _final_refit_due(self, state: CampaignState) -> bool:
+        """A campaign with a reliability model refits once more when its last image is done,
+        unless nothing has finished since its last fit (so the loop ends)."""
+        return (
+            self._refit_every is not None
+            and state.finished_since_refit > 0
+            and workflow.patched(FINAL_REFIT_PATCH)
+        )
 
     def _refit_due(self) -> bool:
         if self._refit_every is None or self._state is None:
@@ -161,7 +174,14 @@ class CampaignWorkflow:
         state = self._state
         state.refit_every = self._refit_every
 
-        while state.next_ordinal < state.total or self._in_flight:
+        while True:
+            if state.next_ordinal >= state.total and not self._in_flight:
+                if not self._final_refit_due(state):
+                    break
+                # Every image is done: one more refit on all the answers, whose rules and
+                # re-check may re-open images (they go back in flight, and the loop goes on).
+                await self._refit(input.campaign_id, state)
+                continue
             if self._refit_due():
                 await self._refit(input.campaign_id, state)
                 continue

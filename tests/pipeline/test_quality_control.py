@@ -9,6 +9,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from db.audit_models import AuditEntry
@@ -303,7 +304,15 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
         images=6,
         annotators_per_image=None,
         agreement_threshold=None,
-        redundancy={"min_annotators": 2, "max_annotators": 4, "target_confidence": 0.9},
+        # The decisions as each answer arrives, on the prior's estimates. A refit on this
+        # campaign (a third of its images three-way splits) would rate everyone lower and
+        # re-open the easy images: test_an_image_that_stopped_on_estimates_... covers that.
+        redundancy={
+            "min_annotators": 2,
+            "max_annotators": 4,
+            "target_confidence": 0.9,
+            "reopen_below_target": False,
+        },
         review_timeout="3s",
     )
     script = {0: EASY, 1: EASY, 2: MEDIUM, 3: MEDIUM, 4: HARD, 5: HARD}
@@ -381,6 +390,155 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
     escalated = await _entries(p, cid, "item.escalated")
     assert sorted(e.item_id or "" for e in escalated) == [f"{cid}-4", f"{cid}-5"]
     assert all(e.details["confidence"] < 0.9 for e in escalated)
+
+
+@pytest.mark.parametrize("stop_when_futile", [True, False])
+async def test_a_futile_image_stops_below_the_target_only_when_the_campaign_asks(
+    pipeline: Pipeline, stop_when_futile: bool
+) -> None:
+    # Three circles, then a square: the square lowers the confidence (below the target 0.99),
+    # and no next answer could make anything but circle lead, so asking for more is futile.
+    p = pipeline
+    cid = await p.launch(
+        images=1,
+        annotators_per_image=None,
+        agreement_threshold=None,
+        redundancy={
+            "min_annotators": 2,
+            "max_annotators": 6,
+            "target_confidence": 0.99,
+            "stop_when_futile": stop_when_futile,
+            "reopen_below_target": False,
+        },
+        review_timeout="2s",
+    )
+    crowd = await p.people([1.0] * 6)
+    script = ["circle", "circle", "circle", "square", "circle", "circle"]
+    given = itertools.count()
+    for person in crowd:
+        task = None
+        for _ in range(1200):  # the item asks for its next annotator after each decision
+            r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+            if r.status_code == 409:
+                break
+            assert r.status_code == 200, r.text
+            task = r.json()["task"]
+            if task is not None:
+                break
+            await asyncio.sleep(0.05)
+        if task is None:
+            break
+        s = await submit(p.http, person.token, cid, task["assignment_id"], [script[next(given)]])
+        assert s.status_code == 200, s.text
+    await p.result(cid, within=60)
+    async with p.sessions() as session:
+        consensus = await session.get(Consensus, f"{cid}-0")
+    assert consensus is not None
+    computed = await _entries(p, cid, "agreement.computed")
+    if stop_when_futile:
+        assert len(consensus.response_ids) == 4 and consensus.method == "adaptive"
+        assert consensus.confidence < 0.99
+        assert computed[-1].details["futile"] and computed[-1].details["decision"] == "stop"
+    else:
+        # It goes on: the fifth and sixth circles bring the confidence back above the target.
+        assert len(consensus.response_ids) > 4
+        assert not any(e.details.get("futile") for e in computed)
+
+
+# Who says what, by image ordinal. A and B answer every image first: they agree on 0 and 1 (two
+# agreeing answers at the prior accuracy, 0.916: both stop at the target 0.9) and disagree on 2
+# and 3, which C settles (three answers, the maximum: 0.79, expert review, which times out). The
+# refit after the last image sees A and B disagree half the time, and no longer gives image 0
+# the confidence it stopped with (0.71): it is re-opened, and C answers it.
+REOPEN_SCRIPT = {
+    "A": {0: "circle", 1: "square", 2: "circle", 3: "triangle"},
+    "B": {0: "circle", 1: "square", 2: "square", 3: "circle"},
+    "C": {0: "circle", 1: "square", 2: "circle", 3: "circle"},
+}
+
+
+async def test_an_image_that_stopped_on_estimates_a_refit_revises_is_reopened(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    target = 0.9
+    cid = await p.launch(
+        images=4,
+        annotators_per_image=None,
+        agreement_threshold=None,
+        redundancy={"min_annotators": 2, "max_annotators": 3, "target_confidence": target},
+        review_timeout="2s",
+    )
+    people = dict(zip("ABC", await p.people([1.0] * 3), strict=True))
+    answered: defaultdict[str, list[int]] = defaultdict(list)
+    finished = asyncio.Event()
+
+    async def answer_once(name: str) -> bool:
+        person = people[name]
+        r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+        if r.status_code == 409:
+            return False  # the campaign is publishing (A and B check they answered everything)
+        assert r.status_code == 200, r.text
+        task = r.json()["task"]
+        if task is None:
+            return False
+        ordinal = int((await p.item_of(cid, task)).rsplit("-", 1)[1])
+        label = REOPEN_SCRIPT[name][ordinal]
+        s = await submit(p.http, person.token, cid, task["assignment_id"], [label])
+        assert s.status_code == 200, s.text
+        answered[name].append(ordinal)
+        return True
+
+    for name in "AB":  # every image, one after the other
+        while await answer_once(name):
+            pass
+    assert sorted(answered["A"]) == sorted(answered["B"]) == [0, 1, 2, 3]
+
+    async def c_works() -> None:
+        while not finished.is_set():
+            if not await answer_once("C"):
+                await asyncio.sleep(0.05)
+
+    worker = asyncio.create_task(c_works())
+    try:
+        result = await p.result(cid, within=90)
+    finally:
+        finished.set()
+        await worker
+
+    reopened = await _entries(p, cid, "item.reopened")
+    assert reopened, "the refit after the last image re-opened nothing"
+    assert reopened[0].item_id == f"{cid}-0"
+    for entry in reopened:
+        d = entry.details
+        assert d["previous_method"] == "adaptive" and d["target"] == target
+        assert d["confidence_when_stopped"] >= target > d["confidence_now"]
+        assert d["wanted"] == d["answers"] + 1
+    # C answered the images A and B disagreed on, then each image re-opened for them.
+    again = sorted(int((e.item_id or "").rsplit("-", 1)[1]) for e in reopened)
+    assert sorted(answered["C"]) == sorted([2, 3, *again])
+    async with p.sessions() as s:
+        counted = Counter(
+            (
+                await s.scalars(
+                    select(Response.item_id).where(
+                        Response.campaign_id == cid, Response.voided_at.is_(None)
+                    )
+                )
+            ).all()
+        )
+        final = {
+            c.item_id: c
+            for c in await s.scalars(select(Consensus).where(Consensus.campaign_id == cid))
+        }
+    assert counted[f"{cid}-0"] == 3 and len(final) == 4
+    # Image 0's label is decided again, on all three answers.
+    assert len(final[f"{cid}-0"].response_ids) == 3
+    assert final[f"{cid}-0"].body["objects"][0]["label"] == "circle"
+    # Every image counted once in the campaign's result, however often it was re-opened.
+    counts = result.counts
+    assert counts.agreed + counts.reviewed + counts.review_timed_out == 4
+    assert counts.review_timed_out >= 2
 
 
 async def test_a_voting_model_is_one_more_voter_that_never_fills_a_slot(
