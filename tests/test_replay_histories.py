@@ -2,8 +2,9 @@
 
 A change to a workflow that would break running workflows (a non-deterministic change without
 ``workflow.patched``) fails here, in CI, before it reaches a deployment. Refresh the files with
-``QUORUM_KEEP_HISTORIES=$PWD/tests/histories pytest tests/pipeline/test_history_archive.py -k
-sqlite`` when a change is meant to be incompatible (and version the workflow).
+``QUORUM_KEEP_HISTORIES=$PWD/tests/histories pytest tests/pipeline/test_history_archive.py
+tests/pipeline/test_quality_control.py -k sqlite`` when a change is meant to be incompatible
+(and version the workflow).
 """
 
 from __future__ import annotations
@@ -34,3 +35,8 @@ def test_the_recorded_histories_cover_both_paths() -> None:
     assert {"campaign-agreed", "campaign-reviewed", "item-agreed", "item-reviewed"} <= names
     reviewed = (Path(__file__).parent / "histories" / "item-reviewed.json").read_text()
     assert "review_decided" in reviewed and "finalize_review" in reviewed
+    # An adaptive campaign whose refit after the last image re-opened an image (the
+    # final-refit patch): recorded by tests/pipeline/test_quality_control.py with
+    # QUORUM_KEEP_HISTORIES set.
+    reopened = (Path(__file__).parent / "histories" / "campaign-adaptive-reopen.json").read_text()
+    assert "refit_reliability" in reopened and "restart_items" in reopened

@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.worker import Replayer
 
 from db.audit_models import AuditEntry
 from db.models import AnnotatorQuality, Consensus, DatasetVersion, Item, Response
+from infra.temporal_client import DATA_CONVERTER
 from services.links import TASK_LINK_NOT_GOLD
 from services.task_assignment import BLOCKED_IN_CAMPAIGN
 from simulation.crowd import SimulatedAnnotator, annotate_until_empty, submit
 from simulation.images import generate_images
 from storage import read_records
 from tests.pipeline.conftest import Pipeline, bearer, operator
+from workers.registry import WORKFLOWS
+from workflows.campaign_workflow import FINAL_REFIT_PATCH
 
 # A spammer is blocked at the gold answer that brings their gold evidence to MIN_EVIDENCE with
 # a smoothed gold accuracy below MIN_ACCURACY. At GOLD_RATE one of every two tasks is gold, so
@@ -539,6 +545,31 @@ async def test_an_image_that_stopped_on_estimates_a_refit_revises_is_reopened(
     counts = result.counts
     assert counts.agreed + counts.reviewed + counts.review_timed_out == 4
     assert counts.review_timed_out >= 2
+
+    # The campaign refitted after its last image (one refit per round of re-opening, and a last
+    # one that re-opened nothing), and its history replays with the current code.
+    history = await p.campaign_handle(cid).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.count("refit_reliability") >= 2
+    assert scheduled.index("restart_items") > scheduled.index("refit_reliability")
+    patches = [
+        payload.data.decode()
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        for details in e.marker_recorded_event_attributes.details.values()
+        for payload in details.payloads
+    ]
+    assert any(FINAL_REFIT_PATCH in data for data in patches), patches
+    await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
+        history
+    )
+    keep = os.environ.get("QUORUM_KEEP_HISTORIES")  # see tests/test_replay_histories.py
+    if keep:
+        Path(keep, "campaign-adaptive-reopen.json").write_text(history.to_json())  # noqa: ASYNC240
 
 
 async def test_a_voting_model_is_one_more_voter_that_never_fills_a_slot(
