@@ -86,6 +86,12 @@ def class_votes(
     return ClassVotes(labels, voters, confusions, average)
 
 
+def _label(body: dict[str, Any]) -> str | None:
+    """The class an adaptive consensus gave its image (it has one tag)."""
+    objects = body.get("objects") or []
+    return str(objects[0]["label"]) if objects and "label" in objects[0] else None
+
+
 @dataclass(frozen=True)
 class _Row:
     id: str
@@ -97,9 +103,10 @@ async def reopen_below_target(
     session: AsyncSession, campaign: Campaign, estimates: Mapping[str, Estimate]
 ) -> list[tuple[int, ItemOutcome]]:
     """Re-open each image of a running adaptive campaign that stopped at the target and whose
-    posterior under ``estimates`` (the refit just made) is below it now, if it has annotators
-    left. Returns ``(ordinal, outcome it had)`` for each, like the rules' re-openings; the
-    caller restarts them. Each re-opening is an ``item.reopened`` audit entry."""
+    label's posterior under ``estimates`` (the refit just made) is below it now, if it has
+    annotators left. Returns ``(ordinal, outcome it had)`` for each, like the rules'
+    re-openings; the caller restarts them. Each re-opening is an ``item.reopened`` audit
+    entry."""
     raw = campaign.spec.get("redundancy")
     if not raw or campaign.status != "running" or not estimates:
         return []
@@ -113,7 +120,7 @@ async def reopen_below_target(
     target = redundancy.target_confidence
     stopped = (
         await session.execute(
-            select(Item.id, Consensus.confidence)
+            select(Item.id, Consensus.confidence, Consensus.body)
             .join(Consensus, Consensus.item_id == Item.id)
             .where(
                 Item.campaign_id == campaign.id,
@@ -127,7 +134,9 @@ async def reopen_below_target(
     ).all()
     below: dict[str, tuple[float, float, int]] = {}  # item -> (confidence then, now, answers)
     for start in range(0, len(stopped), CHUNK):
-        chunk = dict(stopped[start : start + CHUNK])
+        chunk = {
+            item_id: (then, _label(body)) for item_id, then, body in stopped[start : start + CHUNK]
+        }
         answers: dict[str, list[_Row]] = {item_id: [] for item_id in chunk}
         rows = await session.execute(
             select(Response.item_id, Response.id, Response.annotator_id, Response.body).where(
@@ -137,7 +146,7 @@ async def reopen_below_target(
         for item_id, response_id, annotator_id, body in rows.all():
             answers[item_id].append(_Row(response_id, annotator_id, body))
         models = await voter_responses(session, campaign.id, list(chunk))
-        for item_id, then in chunk.items():
+        for item_id, (then, label) in chunk.items():
             people = len(answers[item_id])
             if people >= redundancy.max_annotators:
                 continue
@@ -147,7 +156,9 @@ async def reopen_below_target(
             votes = class_votes(classes, voters, estimates)
             if not votes.labels:
                 continue
-            now = max(votes.posterior(classes).values())
+            # The confidence in the label the image was given, which the new estimates may
+            # no longer favour at all (then its posterior is below a half, so below the target).
+            now = votes.posterior(classes).get(label, 0.0) if label is not None else 0.0
             if now < target:
                 below[item_id] = (then, now, people)
     if not below:

@@ -157,6 +157,49 @@ async def test_only_images_that_stopped_at_the_target_and_have_room_are_reopened
     assert [i.status for i in await _items(sessions, cid)] == ["open", "done", "done", "done"]
 
 
+async def test_an_image_whose_label_the_new_estimates_turn_against_is_reopened(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Image 0 was split, w000 "circle" and w001 "square", and given "circle" at 0.95. The refit
+    # says w001 is excellent and w000 poor: the posterior now leads with "square", confidently
+    # (above the target), and "circle" has almost nothing. Its label must be decided again.
+    cid = "reopen-d"
+    await _campaign(sessions, cid, images=2)
+    first, second = (f"{cid}-{w}" for w in WHO)
+    async with sessions.begin() as session:
+        for annotator, label in ((first, "circle"), (second, "square")):
+            await session.execute(
+                update(Response)
+                .where(Response.item_id == f"{cid}-0", Response.annotator_id == annotator)
+                .values(body={"objects": [{"type": "tag", "label": label, "attributes": {}}]})
+            )
+        await session.execute(
+            update(Consensus)
+            .where(Consensus.item_id == f"{cid}-0")
+            .values(
+                body={"objects": [{"type": "tag", "label": "circle", "attributes": {}}]},
+                confidence=0.95,
+            )
+        )
+    estimates = {
+        first: Estimate(0.4, 0.0, 10, one_coin_matrix(0.4, 3).tolist()),
+        second: Estimate(0.99, 0.0, 10, one_coin_matrix(0.99, 3).tolist()),
+    }
+    now = confusion_posterior(
+        ["circle", "square"],
+        [estimates[first].confusion or [], estimates[second].confusion or []],
+        list(CLASSES),
+    )
+    assert now["square"] >= TARGET > now["circle"]
+    # Image 1's two agreeing answers stay confident whoever is trusted.
+    assert await _reopen(sessions, cid, estimates) == [(0, "agreed")]
+    async with sessions() as session:
+        entry = await session.scalar(
+            select(AuditEntry).where(AuditEntry.chain == cid, AuditEntry.action == "item.reopened")
+        )
+    assert entry is not None and entry.details["confidence_now"] == pytest.approx(now["circle"])
+
+
 @pytest.mark.parametrize(
     ("redundancy", "status"),
     [
