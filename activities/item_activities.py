@@ -407,12 +407,7 @@ def _adaptive_consensus(
     votes = class_votes(classes, responses, estimates)
     if not votes.labels:
         return Adaptive(weighted, 0.0, futile=False)
-    labels, confusions, voters, average = (
-        votes.labels,
-        votes.confusions,
-        votes.voters,
-        votes.average,
-    )
+    labels, confusions = votes.labels, votes.confusions
     posterior = votes.posterior(classes)
     best = max(classes, key=lambda c: (posterior[c], -classes.index(c)))
     confidence = posterior[best]
@@ -421,8 +416,8 @@ def _adaptive_consensus(
         if len(labels) > 1
         else 0.0
     )
-    futile = is_futile(confidence, before, [posterior[c] for c in classes], average)
-    support = [rid for rid, label in zip(voters, labels, strict=True) if label == best]
+    futile = is_futile(confidence, before, [posterior[c] for c in classes], votes.average)
+    support = [rid for rid, label in zip(votes.voters, labels, strict=True) if label == best]
     objects = [
         {
             "type": "tag",
