@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Campaign, Consensus, Item, Response
@@ -28,23 +28,15 @@ from schemas.campaign_spec import RedundancySpec
 from schemas.ontology import Ontology
 from schemas.workflow_io import ItemOutcome, outcome_of
 from services import audit
+from services.consensus import AnswerRow
 from services.gold import GOLD
 from services.prelabels import voter_responses
-from services.reliability import POPULATION, Estimate
+from services.reliability import POPULATION, Estimate, undecide
 
 ADAPTIVE = "adaptive"
 """The consensus method of an image that adaptive redundancy finalized."""
 CHUNK = 500
 """Images whose answers are read per query during a re-check."""
-
-
-class Answer(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def annotator_id(self) -> str: ...
-    @property
-    def body(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +53,7 @@ class ClassVotes:
 
 
 def class_votes(
-    classes: Sequence[str], answers: Sequence[Answer], estimates: Mapping[str, Estimate]
+    classes: Sequence[str], answers: Sequence[AnswerRow], estimates: Mapping[str, Estimate]
 ) -> ClassVotes:
     """The answers that name exactly one class, with the matrix each is counted with: the
     annotator's estimated confusion matrix, or the average annotator's for someone the model
@@ -150,7 +142,7 @@ async def reopen_below_target(
             people = len(answers[item_id])
             if people >= redundancy.max_annotators:
                 continue
-            voters: list[Answer] = [*answers[item_id]]
+            voters: list[AnswerRow] = [*answers[item_id]]
             if item_id in models:
                 voters.append(models[item_id])
             votes = class_votes(classes, voters, estimates)
@@ -173,8 +165,7 @@ async def reopen_below_target(
         if item.status != "done":
             continue  # changed since it was read: whoever changed it decided
         then, now, people = below[item.id]
-        await session.execute(delete(Consensus).where(Consensus.item_id == item.id))
-        item.status, item.finished_at, item.agreement = "open", None, None
+        await undecide(session, item)
         item.slots_wanted = people + 1
         reopened.append((item.ordinal, outcome_of(ADAPTIVE)))
         await audit.append(

@@ -479,8 +479,7 @@ async def settle(
             previous = await session.scalar(
                 select(Consensus.method).where(Consensus.item_id == item.id)
             )
-            await session.execute(delete(Consensus).where(Consensus.item_id == item.id))
-            item.status, item.finished_at, item.agreement = "open", None, None
+            await undecide(session, item)
             outcome.reopened.append((item.ordinal, outcome_of(previous or "majority_vote")))
         response.voided_at, response.void_reason = now, f"annotator {status}: {quality.reason}"
         if item.status in {"open", "pending"}:
@@ -508,6 +507,13 @@ async def settle(
                 item_id=item.id,
                 details={"previous_method": previous, "because_of": annotator_id},
             )
+
+
+async def undecide(session: AsyncSession, item: Item) -> None:
+    """Take a finished item's decision back (its consensus goes) and open it to annotators
+    again; the caller says why in the audit log and has the campaign restart it."""
+    await session.execute(delete(Consensus).where(Consensus.item_id == item.id))
+    item.status, item.finished_at, item.agreement = "open", None, None
 
 
 async def reinstate(
