@@ -181,8 +181,12 @@ class ReliabilitySpec(BaseModel):
     reopen_answered: bool = Field(
         False, description="Label again the finished images a blocked annotator answered."
     )
-    refit_every: int = Field(
-        50, ge=1, le=100_000, description="Finished images between two fits of the model."
+    refit_every: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Finished images between two fits of the model. Default: about 50 fits per "
+        "campaign, at least 50 images apart (max(50, ceil(images / 50))).",
     )
 
 

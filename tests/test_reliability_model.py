@@ -1,4 +1,5 @@
-"""The reliability model's fits, without a database: who looks reliable, and how much."""
+"""The reliability model's fits, without a database: who looks reliable, and how much, and how
+often a campaign refits it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import random
 
 import pytest
 
+from activities.campaign_activities import refit_every
+from db.models import Campaign
 from schemas.campaign_spec import ReliabilitySpec
 from services.reliability import (
     POPULATION,
@@ -77,3 +80,23 @@ def test_the_model_rule_needs_enough_evidence(accuracy: float, evidence: int, ju
     rules = ReliabilitySpec(min_accuracy=0.6, min_evidence=5)
     verdict = model_verdict(Estimate(accuracy, 0.0, evidence), rules)
     assert (verdict is not None) == judged
+
+
+def _campaign(images: int, **spec: object) -> Campaign:
+    return Campaign(item_count=images, spec={"ontology": {"classes": []}, **spec})
+
+
+@pytest.mark.parametrize(
+    ("images", "spec", "expected"),
+    [
+        (1_000, {"redundancy": {"min_annotators": 2}}, 50),  # never closer than 50 images
+        (100_000, {"redundancy": {"min_annotators": 2}}, 2_000),  # about 50 fits in all
+        (100_000, {"reliability": {"min_accuracy": 0.6}}, 2_000),
+        (100_000, {"reliability": {"min_accuracy": 0.6, "refit_every": 200}}, 200),  # as asked
+        (100_000, {}, None),  # no reliability model: never fitted
+    ],
+)
+def test_a_campaign_is_refitted_about_fifty_times_unless_its_spec_says_otherwise(
+    images: int, spec: dict[str, object], expected: int | None
+) -> None:
+    assert refit_every(_campaign(images, **spec)) == expected
