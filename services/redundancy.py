@@ -84,13 +84,6 @@ def _label(body: dict[str, Any]) -> str | None:
     return str(objects[0]["label"]) if objects and "label" in objects[0] else None
 
 
-@dataclass(frozen=True)
-class _Row:
-    id: str
-    annotator_id: str
-    body: dict[str, Any]
-
-
 async def reopen_below_target(
     session: AsyncSession, campaign: Campaign, estimates: Mapping[str, Estimate]
 ) -> list[tuple[int, ItemOutcome]]:
@@ -104,9 +97,9 @@ async def reopen_below_target(
         return []
     redundancy = RedundancySpec.model_validate(raw)
     ontology = Ontology.model_validate(campaign.spec["ontology"])
-    if not redundancy.reopen_below_target or not ontology.is_classification:
+    if not (redundancy.reopen_below_target and ontology.is_classification):
         return []
-    if ontology.multi_label:
+    if ontology.multi_label:  # the posterior is over single classes
         return []
     classes = ontology.class_names
     target = redundancy.target_confidence
@@ -129,23 +122,22 @@ async def reopen_below_target(
         chunk = {
             item_id: (then, _label(body)) for item_id, then, body in stopped[start : start + CHUNK]
         }
-        answers: dict[str, list[_Row]] = {item_id: [] for item_id in chunk}
+        # Plain rows with the columns class_votes reads (consensus.AnswerRow).
+        answers: dict[str, list[AnswerRow]] = {item_id: [] for item_id in chunk}
         rows = await session.execute(
             select(Response.item_id, Response.id, Response.annotator_id, Response.body).where(
                 Response.item_id.in_(list(chunk)), Response.voided_at.is_(None)
             )
         )
-        for item_id, response_id, annotator_id, body in rows.all():
-            answers[item_id].append(_Row(response_id, annotator_id, body))
+        for row in rows.all():
+            answers[row.item_id].append(row)
         models = await voter_responses(session, campaign.id, list(chunk))
         for item_id, (then, label) in chunk.items():
             people = len(answers[item_id])
             if people >= redundancy.max_annotators:
                 continue
-            voters: list[AnswerRow] = [*answers[item_id]]
-            if item_id in models:
-                voters.append(models[item_id])
-            votes = class_votes(classes, voters, estimates)
+            model = [models[item_id]] if item_id in models else []
+            votes = class_votes(classes, [*answers[item_id], *model], estimates)
             if not votes.labels:
                 continue
             # The confidence in the label the image was given, which the new estimates may
