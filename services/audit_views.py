@@ -26,7 +26,7 @@ from db.models import Annotator, Consensus, Item, Response
 from schemas.workflow_io import item_workflow_id
 from services.audit import HISTORY_PREFIX, ChainReport, load_anchors, verify_chain
 from services.errors import NotFound
-from storage import ObjectNotFound, ObjectStore, read_records
+from storage import ObjectNotFound, ObjectStore, read_record
 
 
 @asynccontextmanager
@@ -176,10 +176,9 @@ async def trace_label(
 ) -> dict[str, Any]:
     """From a published label back to the answers and the people who gave them."""
     try:
-        records = await asyncio.to_thread(lambda: list(read_records(store, dataset, version)))
+        record = await asyncio.to_thread(read_record, store, dataset, version, item_id)
     except ObjectNotFound:
         raise NotFound(f"no version {version} of dataset {dataset}") from None
-    record = next((r for r in records if r["item_id"] == item_id), None)
     if record is None:
         raise NotFound(f"item {item_id} is not in {dataset} version {version}")
     response_ids = [r["response_id"] for r in record.get("responses", [])]

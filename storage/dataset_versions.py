@@ -106,6 +106,7 @@ __all__ = [
     "read_deprecation",
     "read_manifest",
     "read_manifest_bytes",
+    "read_record",
     "read_records",
     "rollback",
     "verified_blob",
@@ -424,6 +425,20 @@ def read_records(store: ObjectStore, dataset: str, version: int) -> Iterator[dic
     for item_id in sorted(lines):
         record: dict[str, Any] = json.loads(lines[item_id])
         yield record
+
+
+def read_record(
+    store: ObjectStore, dataset: str, version: int, item_id: str
+) -> dict[str, Any] | None:
+    """One item's label record in ``version`` (None if the version does not hold it), checked.
+
+    Reads only the partition the item hashes to, so tracing one label costs a partition's
+    bytes, not the whole version's (a v1 manifest has no partitions and is read whole)."""
+    manifest = read_manifest(store, dataset, version)
+    count = (manifest.get("layout") or {}).get("partitions")
+    partitions = {partition_of(item_id, int(count))} if count else None
+    line = effective_lines(store, manifest, partitions).get(item_id)
+    return None if line is None else json.loads(line)
 
 
 def export_context(

@@ -23,6 +23,7 @@ from storage.dataset_versions import (
     partition_of,
     publish_version,
     read_manifest,
+    read_record,
     read_records,
     verify_version,
 )
@@ -89,6 +90,44 @@ def test_one_percent_changed_writes_about_one_percent_of_the_bytes(store: Object
     assert list(read_records(store, "pets", 2)) == sorted_by_id(changed)
     assert [c.item_id for c in diff_versions(store, "pets", 1, 2).changed] == ids
     assert verify_version(store, "pets", 2) == []
+
+
+class ReadLog:
+    """A real store that notes which keys were read (to see what a lookup touched)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.keys = inner, []  # type: list[str]
+
+    def get_version(self, key: str, version_id: str | None) -> bytes:
+        self.keys.append(key)
+        return self.inner.get_version(key, version_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_one_label_is_read_from_its_own_partition_only(store: ObjectStore) -> None:
+    """Tracing a label (``read_record``) must not read the whole version: it reads the layers
+    of the one partition the item hashes to, deltas and deletions applied."""
+    recs = simple_records(400)
+    publish_version(store, request("v1", recs, shard_size=50), now=NOW)
+    changed, ids = change_some(recs, 0.05, random.Random(3))
+    removed = changed[7]["item_id"]
+    changed = [r for r in changed if r["item_id"] != removed]
+    publish_version(store, request("v2", changed, shard_size=50), now=NOW)
+    manifest = read_manifest(store, "pets", 2)
+    layers = label_layers(manifest)
+    assert len(layers) == 8 and any(len(v) > 1 for v in layers.values())  # deltas to apply
+
+    whole = {r["item_id"]: r for r in read_records(store, "pets", 2)}
+    for item_id in sorted(whole)[::37] + [i for i in ids if i in whole]:
+        log = ReadLog(store)
+        assert read_record(log, "pets", 2, item_id) == whole[item_id]  # type: ignore[arg-type]
+        own = {e["key"] for e in layers[partition_of(item_id, 8)]}
+        assert set(log.keys) == own
+    assert read_record(store, "pets", 2, removed) is None
+    assert read_record(store, "pets", 1, removed) == recs[7]
+    assert read_record(store, "pets", 2, "no-such-item") is None
 
 
 def test_republishing_the_same_records_writes_only_a_manifest(store: ObjectStore) -> None:
