@@ -96,7 +96,8 @@ class ReadLog:
     """A real store that notes which keys were read (to see what a lookup touched)."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self.inner, self.keys = inner, []  # type: list[str]
+        self.inner = inner
+        self.keys: list[str] = []
 
     def get_version(self, key: str, version_id: str | None) -> bytes:
         self.keys.append(key)
