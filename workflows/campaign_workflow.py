@@ -58,6 +58,8 @@ MAX_BATCH = 200
 MIN_REFIT_GAP = timedelta(seconds=1)
 FINAL_REFIT_PATCH = "final-refit"
 """Histories from before the final refit replay without it."""
+EVIDENCE_WAKES_PATCH = "evidence-wakes"
+"""Histories from before gold evidence woke the campaign's wait replay without the wake."""
 
 
 @workflow.defn
@@ -71,6 +73,7 @@ class CampaignWorkflow:
         self._refit_every: int | None = None
         self._evidence = False  # a gold answer was scored since the last fit
         self._last_refit: datetime | None = None
+        self._wake_on_evidence = False  # set for each wait, see run
 
     @workflow.signal(name=SIGNAL_ITEM_FINISHED)
     def item_finished(self, message: ItemFinished) -> None:
@@ -219,6 +222,11 @@ class CampaignWorkflow:
                 state.generation += 1
                 workflow.continue_as_new(CampaignInput(campaign_id=input.campaign_id, state=state))
 
+            # Gold evidence that arrives during the wait, within MIN_REFIT_GAP of the last fit,
+            # wakes it too, so that the wait is set again to end when the gap has passed
+            # (before this patch such evidence waited for the next wake, up to
+            # RECONCILE_EVERY, and a blocked annotator's answers kept counting meanwhile).
+            self._wake_on_evidence = not self._evidence and workflow.patched(EVIDENCE_WAKES_PATCH)
             try:
                 await workflow.wait_condition(
                     lambda: (
@@ -226,6 +234,7 @@ class CampaignWorkflow:
                         or not self._in_flight
                         or workflow.info().is_continue_as_new_suggested()
                         or self._refit_due()
+                        or (self._wake_on_evidence and self._evidence)
                     ),
                     timeout=self._wait_timeout(),
                 )
