@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 
 from activities import audit_record
-from db.models import Campaign, Consensus, Item, Response, Review, utcnow
+from db.models import Assignment, Campaign, Consensus, Item, Response, Review, utcnow
 from quality.adaptive import (
     confusion_posterior,
     is_futile,
@@ -216,11 +216,20 @@ class ItemActivities:
 
     @activity.defn
     async def finalize_review(self, input: FinalizeReviewInput) -> FinalizeReviewResult:
-        """Commit the expert's decision as the consensus, or the majority if review timed out."""
+        """Commit the expert's decision as the consensus, or the majority if review timed out.
+
+        A timed-out review of an image with no counted answer left (every one was voided when
+        its annotator was blocked) has no majority to fall back on: with ``reopen_unanswered``
+        the image goes back to annotators instead ("reopened"), and the campaign is not told."""
         async with self._sessions.begin() as session:
             item = await _locked_item(session, input.item_id)
             if item.status == "done":
                 outcome = await _finished_outcome(session, item.id)
+            elif item.status == "open" and input.reopen_unanswered:
+                # A retry after our own re-open below: report it again, change nothing.
+                return FinalizeReviewResult(
+                    outcome="reopened", agreement=0.0, wanted=item.slots_wanted
+                )
             else:
                 responses = list(
                     (
@@ -259,6 +268,11 @@ class ItemActivities:
                         responses=responses,
                         review=review,
                     )
+                elif not responses and input.reopen_unanswered:
+                    await self._reopen_unanswered(session, item)
+                    return FinalizeReviewResult(
+                        outcome="reopened", agreement=0.0, wanted=item.slots_wanted
+                    )
                 else:
                     campaign = await session.get(Campaign, item.campaign_id)
                     assert campaign is not None
@@ -276,8 +290,43 @@ class ItemActivities:
                     )
             result = FinalizeReviewResult(outcome=outcome, agreement=item.agreement or 0.0)
             campaign_id, ordinal = item.campaign_id, item.ordinal
-        await self._notify_campaign(campaign_id, ordinal, result.outcome, input.attempt)
+        await self._notify_campaign(campaign_id, ordinal, outcome, input.attempt)
         return result
+
+    async def _reopen_unanswered(self, session: AsyncSession, item: Item) -> None:
+        """Give an image whose review timed out with no counted answer back to annotators, as
+        if new: the campaign's first number of annotators, every slot free."""
+        campaign = await session.get(Campaign, item.campaign_id)
+        assert campaign is not None
+        redundancy = campaign.spec.get("redundancy")
+        wanted = (
+            RedundancySpec.model_validate(redundancy).min_annotators
+            if redundancy
+            else int(campaign.spec.get("annotators_per_image") or 1)
+        )
+        voided = await session.scalar(
+            select(func.count()).select_from(Response).where(Response.item_id == item.id)
+        )
+        # Slots held by live leases stay taken (an image in review has none, normally): their
+        # expiry gives them back one by one.
+        leased = await session.scalar(
+            select(func.count())
+            .select_from(Assignment)
+            .where(Assignment.item_id == item.id, Assignment.state == "leased")
+        )
+        item.status, item.slots_taken, item.slots_wanted = "open", int(leased or 0), wanted
+        item.agreement = None
+        await self._audit(
+            session,
+            item,
+            "item.reopened",
+            {
+                "previous_method": None,
+                "reason": "the review timed out and every answer had been voided",
+                "voided_answers": voided,
+                "wanted": wanted,
+            },
+        )
 
     async def _add_consensus(
         self,

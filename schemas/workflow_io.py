@@ -146,11 +146,17 @@ class FinalizeReviewInput(BaseModel):
     ordinal: int
     review_id: str | None  # None: the review timed out; the majority stands, flagged
     attempt: int = 0
+    # Set by item workflows that can go back to collecting (patch "reopen-unanswered"): a
+    # review that times out on an image with no counted answer left (every one was voided when
+    # its annotator was blocked) re-opens the image instead of publishing an empty majority.
+    reopen_unanswered: bool = False
 
 
 class FinalizeReviewResult(BaseModel):
-    outcome: ItemOutcome
+    # "reopened": no decision and no counted answer; the image collects ``wanted`` answers again
+    outcome: ItemOutcome | Literal["reopened"]
     agreement: float
+    wanted: int | None = None
 
 
 # --- the campaign workflow ----------------------------------------------------------------------

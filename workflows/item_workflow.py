@@ -14,6 +14,10 @@ resolve activity may answer "more": the consensus is not confident enough, so th
 one more annotator (up to the maximum, where it escalates instead). "more" also comes back when
 an answer was voided because its annotator was blocked; a ``response_voided`` signal usually
 says so first.
+
+An image can lose every answer while it waits for an expert (all its annotators were blocked).
+If the review then times out there is no majority to fall back on, and the image goes back to
+collecting from scratch (``finalize_review`` answers "reopened"; patch ``reopen-unanswered``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ItemInput,
         ItemResult,
         ResolveItemInput,
+        ResolveItemResult,
         ResponseRef,
         ResponseSubmitted,
         ResponseVoided,
@@ -45,6 +50,9 @@ ACTIVITY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 DB_ACTIVITY_TIMEOUT = timedelta(seconds=60)
+# Items whose review timed out with every answer voided go back to collecting (see run); runs
+# recorded before this patch took the (empty) majority instead.
+REOPEN_UNANSWERED_PATCH = "reopen-unanswered"
 
 
 @workflow.defn
@@ -118,54 +126,66 @@ class ItemWorkflow:
 
     @workflow.run
     async def run(self, input: ItemInput) -> ItemResult:
-        if input.review_deadline is None:
-            while True:
-                await self._collect_responses()
-                resolved = await workflow.execute_activity_method(
-                    ItemActivities.resolve_item,
-                    ResolveItemInput(
+        deadline = input.review_deadline
+        while True:
+            if deadline is None:
+                resolved = await self._collect_and_resolve()
+                if resolved.outcome == "agreed":
+                    return ItemResult(
                         item_id=input.item_id,
-                        ordinal=input.ordinal,
-                        response_ids=sorted(self._responses),
-                        attempt=input.attempt,
-                    ),
-                    start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
-                )
-                if resolved.outcome != "more":
-                    break
-                for response_id in resolved.voided:
-                    self._void(response_id)
-                self._wanted = resolved.wanted or self._wanted
-            if resolved.outcome == "agreed":
+                        outcome="agreed",
+                        agreement=resolved.agreement,
+                        response_count=len(self._responses),
+                    )
+                deadline = workflow.now() + timedelta(seconds=input.review_timeout_seconds)
+
+            await self._await_review(deadline)
+            final = await workflow.execute_activity_method(
+                ItemActivities.finalize_review,
+                FinalizeReviewInput(
+                    item_id=input.item_id,
+                    ordinal=input.ordinal,
+                    review_id=self._review_id,
+                    attempt=input.attempt,
+                    reopen_unanswered=workflow.patched(REOPEN_UNANSWERED_PATCH),
+                ),
+                start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            if final.outcome != "reopened":
                 return ItemResult(
                     item_id=input.item_id,
-                    outcome="agreed",
-                    agreement=resolved.agreement,
+                    outcome=final.outcome,
+                    agreement=final.agreement,
                     response_count=len(self._responses),
                 )
-            deadline = workflow.now() + timedelta(seconds=input.review_timeout_seconds)
-        else:
-            deadline = input.review_deadline
+            # No expert came and every answer was voided: the image starts over with new
+            # annotators (anything still held here is stale: the database counted none).
+            for response_id in list(self._responses):
+                self._void(response_id)
+            self._wanted = final.wanted or self._wanted
+            deadline = None
 
-        await self._await_review(deadline)
-        final = await workflow.execute_activity_method(
-            ItemActivities.finalize_review,
-            FinalizeReviewInput(
-                item_id=input.item_id,
-                ordinal=input.ordinal,
-                review_id=self._review_id,
-                attempt=input.attempt,
-            ),
-            start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
-        return ItemResult(
-            item_id=input.item_id,
-            outcome=final.outcome,
-            agreement=final.agreement,
-            response_count=len(self._responses),
-        )
+    async def _collect_and_resolve(self) -> ResolveItemResult:
+        """Collect answers and resolve, until the outcome is not "more"."""
+        while True:
+            await self._collect_responses()
+            resolved = await workflow.execute_activity_method(
+                ItemActivities.resolve_item,
+                ResolveItemInput(
+                    item_id=self._input.item_id,
+                    ordinal=self._input.ordinal,
+                    response_ids=sorted(self._responses),
+                    attempt=self._input.attempt,
+                ),
+                start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            if resolved.outcome != "more":
+                return resolved
+            for response_id in resolved.voided:
+                self._void(response_id)
+            self._wanted = resolved.wanted or self._wanted
 
     async def _collect_responses(self) -> None:
         reconcile = timedelta(seconds=self._input.reconcile_seconds)

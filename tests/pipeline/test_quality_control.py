@@ -18,6 +18,7 @@ from temporalio.worker import Replayer
 from db.audit_models import AuditEntry
 from db.models import AnnotatorQuality, Consensus, DatasetVersion, Item, Response
 from infra.temporal_client import DATA_CONVERTER
+from schemas.workflow_io import item_workflow_id
 from services.links import TASK_LINK_NOT_GOLD
 from services.task_assignment import BLOCKED_IN_CAMPAIGN
 from simulation.crowd import SimulatedAnnotator, annotate_until_empty, submit
@@ -26,6 +27,7 @@ from storage import read_records
 from tests.pipeline.conftest import Pipeline, bearer, operator
 from workers.registry import WORKFLOWS
 from workflows.campaign_workflow import FINAL_REFIT_PATCH
+from workflows.item_workflow import REOPEN_UNANSWERED_PATCH
 
 # A spammer is blocked at the gold answer that brings their gold evidence to MIN_EVIDENCE with
 # a smoothed gold accuracy below MIN_ACCURACY. At GOLD_RATE one of every two tasks is gold, so
@@ -180,6 +182,106 @@ async def test_gold_items_block_a_spammer_and_none_of_their_labels_are_used(
     assert rows[spammer.id]["status"] == "blocked"
     assert rows[spammer.id]["gold_score"] == 0.0
     assert rows[first.id]["status"] == "active" and rows[first.id]["gold_score"] == 1.0
+
+
+async def test_an_image_that_lost_every_answer_in_review_is_labeled_again_not_left_empty(
+    pipeline: Pipeline,
+) -> None:
+    """Two spammers (one always "circle", one always "square") disagree on images, which go to
+    review; gold then blocks both and voids their answers. When the review times out there is
+    no answer left to take the majority of: the image is re-opened and labeled by others."""
+    p = pipeline
+    images = generate_images(p.tmp / "gold", 9, seed=5)
+    gold = [  # triangles: both spammers miss every gold item
+        {"uri": (p.tmp / "gold" / image.path.name).resolve().as_uri(), "label": image.label}
+        for image in images
+        if image.label == "triangle"
+    ]
+    cid = await p.launch(
+        images=6,
+        annotators_per_image=2,
+        agreement_threshold=1.0,
+        gold={"rate": GOLD_RATE, "items": gold},
+        reliability={"min_accuracy": MIN_ACCURACY, "min_evidence": MIN_EVIDENCE},
+        review_timeout="15s",
+    )
+    for i, g in enumerate(gold):
+        p.truth[f"{cid}-{6 + i}"] = g["label"]
+    spammers = dict(zip(("circle", "square"), await p.people([0.0, 0.0]), strict=True))
+    blocked: set[str] = set()
+    while len(blocked) < 2:  # one task each in turn, so that both answer the first images
+        for label, spammer in spammers.items():
+            if label in blocked:
+                continue
+            r = await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(spammer.token))
+            task = r.json().get("task") if r.status_code == 200 else None
+            if r.status_code == 403 or task is None:
+                blocked.add(label)
+                continue
+            sent = await submit(p.http, spammer.token, cid, task["assignment_id"], [label])
+            assert sent.status_code in {200, 403}, sent.text
+    first = f"{cid}-0"
+
+    async def spam_voided() -> bool:
+        async with p.sessions() as s:
+            item = await s.get(Item, first)
+            answers = (await s.scalars(select(Response).where(Response.item_id == first))).all()
+        assert item is not None and item.status == "review", "image 0 left review too soon"
+        return len(answers) == 2 and all(a.voided_at is not None for a in answers)
+
+    for _ in range(200):  # the refit after the blocks voids their answers
+        if await spam_voided():
+            break
+        await asyncio.sleep(0.05)
+    else:  # a gold answer within a second of the last refit used to wait for the next wake
+        raise AssertionError("the spammers' answers on image 0 were not voided within 10 s")
+    async with p.sessions() as s:
+        states = {
+            q.annotator_id: q.status
+            for q in await s.scalars(
+                select(AnnotatorQuality).where(AnnotatorQuality.campaign_id == cid)
+            )
+        }
+    assert all(states.get(spammer.id) == "blocked" for spammer in spammers.values())
+
+    result, _ = await p.crowd_until_done(cid, await p.people([1.0, 1.0]), within=90)
+    assert result.counts.finished == 6
+    assert result.counts.review_timed_out == 0  # no image took the majority of nothing
+
+    reopened = [
+        e
+        for e in await _entries(p, cid, "item.reopened")
+        if e.details.get("reason") == "the review timed out and every answer had been voided"
+    ]
+    assert first in {e.item_id for e in reopened}
+    assert all(e.details["voided_answers"] == 2 and e.details["wanted"] == 2 for e in reopened)
+    spam_ids = {spammer.id for spammer in spammers.values()}
+    async with p.sessions() as s:
+        consensus = {
+            c.item_id: c
+            for c in await s.scalars(select(Consensus).where(Consensus.campaign_id == cid))
+        }
+    assert consensus[first].method == "majority_vote"
+    assert len(consensus[first].annotator_ids) == 2
+    assert not spam_ids & set(consensus[first].annotator_ids)
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    records = list(read_records(ctx.store, result.dataset, result.version))
+    assert len(records) == 6
+    assert all(rec["labels"] == [p.truth[rec["item_id"]]] for rec in records)
+
+    # The image's run went round once more, and its history replays with the current code.
+    history = await p.temporal.get_workflow_handle(item_workflow_id(cid, 0)).fetch_history()
+    markers = [
+        payload.data.decode()
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        for details in e.marker_recorded_event_attributes.details.values()
+        for payload in details.payloads
+    ]
+    assert any(REOPEN_UNANSWERED_PATCH in data for data in markers), markers
+    await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
+        history
+    )
 
 
 def _strings(value: Any) -> list[str]:
