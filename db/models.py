@@ -84,6 +84,9 @@ class Campaign(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Random, never shown to anyone: salts where each annotator's gold tasks fall and in what
+    # order they come (services.gold). None for campaigns created before it existed.
+    secret: Mapped[str | None] = mapped_column(String(64))
     published_version: Mapped[int | None]
     manifest_uri: Mapped[str | None] = mapped_column(Text)
     # Skills an annotator must all have to be given this campaign's images (set by operators).

@@ -8,6 +8,7 @@ start reuses the running workflow instead of launching a second one.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ async def create_campaign(
         window=spec.window,
         item_count=len(images),
         created_by=created_by,
+        secret=secrets.token_hex(32),
     )
     async with sessions.begin() as session:
         session.add(campaign)

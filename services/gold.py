@@ -7,8 +7,9 @@ campaign's images (``item_count + i``): the campaign workflow only ever opens or
 
 Mixing: an annotator's tasks are cut into blocks of about ``1 / rate`` (5 at a rate of 0.2),
 and each block holds exactly one gold task, spread evenly instead of in a burst. Where in its
-block is drawn per annotator and block from a value annotators never see, so that counting
-tasks ("every fifth is gold") tells them nothing. The annotator sees the same kind of task
+block is drawn per annotator and block from the campaign's secret (random, never shown), so
+that counting tasks ("every fifth is gold") tells them nothing; so is the order in which each
+annotator gets the gold items. The annotator sees the same kind of task
 either way: the task names its assignment, never its item (whose ordinal would give gold away).
 Gold images should look like the campaign's (format, size, and, for S3 or web images, where
 they are stored: the page loads those from their own address).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,24 @@ def _local_size(uri: str) -> tuple[int, int] | None:
     if not uri.startswith("file://"):
         return None
     return image_size(Path(uri.removeprefix("file://")))
+
+
+def gold_salt(campaign_id: str, secret: str | None, created_at: str, annotator_id: str) -> str:
+    """What salts one annotator's gold schedule and order: the campaign's secret (campaigns
+    from before it existed fall back to their creation time, as they started)."""
+    return f"{campaign_id}/{secret or created_at}/{annotator_id}"
+
+
+def next_gold(candidates: Iterable[str], salt: str) -> str | None:
+    """Which of the gold items an annotator has not had comes next for them.
+
+    Each annotator gets the campaign's gold items in an order of their own, drawn from the
+    salt, so people comparing notes cannot say "the third gold task is the red car"."""
+    return min(
+        candidates,
+        key=lambda item_id: hashlib.sha256(f"quorum-gold-order:{salt}:{item_id}".encode()).digest(),
+        default=None,
+    )
 
 
 def gold_is_due(rate: float, tasks_before: int, salt: str = "") -> bool:

@@ -62,7 +62,7 @@ from services.errors import (
     InvalidInput,
     NotFound,
 )
-from services.gold import GOLD, gold_is_due
+from services.gold import GOLD, gold_is_due, gold_salt, next_gold
 from services.people import new_id
 from services.reliability import ACTIVE, decide, gold_verdict, reliability_of
 
@@ -223,16 +223,19 @@ async def claim_next(
                 AnnotatorProgress.annotator_id == annotator.id,
             )
         )
-        # The campaign's creation time is the part of the salt annotators never see.
-        salt = f"{campaign_id}/{campaign.created_at.isoformat()}/{annotator.id}"
+        salt = gold_salt(
+            campaign_id, campaign.secret, campaign.created_at.isoformat(), annotator.id
+        )
         if gold_is_due(float(gold_rate), int(tasks_before or 0), salt):
-            gold = await session.scalar(
-                select(Item)
-                .where(Item.campaign_id == campaign_id, Item.status == GOLD, ~held_before)
-                .order_by(Item.ordinal)
-                .limit(1)
+            candidates = await session.scalars(
+                select(Item.id).where(
+                    Item.campaign_id == campaign_id, Item.status == GOLD, ~held_before
+                )
             )
-            if gold is not None:
+            gold_id = next_gold(candidates, salt)
+            if gold_id is not None:
+                gold = await session.get(Item, gold_id)
+                assert gold is not None
                 return await _lease(session, annotator, campaign, gold, now)
     item = await session.scalar(
         select(Item)

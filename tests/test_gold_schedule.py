@@ -1,7 +1,9 @@
-"""Where gold tasks fall in an annotator's queue (services/gold.py ``gold_is_due``).
+"""Where gold tasks fall in an annotator's queue (services/gold.py ``gold_is_due``), and which
+gold item comes next (``next_gold``).
 
 One gold task in every block of about ``1 / rate`` tasks, at a place an annotator cannot work
-out by counting: not always the block's last task, and not the same place for everyone.
+out by counting: not always the block's last task, and not the same place for everyone. The
+gold items come in an order of each annotator's own.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 
 import pytest
 
-from services.gold import gold_is_due
+from services.gold import gold_is_due, gold_salt, next_gold
 
 RATES = [
     pytest.param(0.5, id="every-2nd"),
@@ -61,3 +63,28 @@ def test_a_rate_out_of_range_is_refused() -> None:
     for rate in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="gold rate"):
             gold_is_due(rate, 3)
+
+
+def gold_order(salt: str, items: list[str]) -> list[str]:
+    """Every gold item, in the order ``next_gold`` hands them to one annotator."""
+    left, order = set(items), []
+    while (chosen := next_gold(sorted(left), salt)) is not None:
+        order.append(chosen)
+        left.remove(chosen)
+    return order
+
+
+def test_each_annotator_gets_the_gold_items_in_an_order_of_their_own() -> None:
+    items = [f"cmp_x-{100 + n}" for n in range(8)]
+    orders = [gold_order(salt, items) for salt in SALTS]
+    assert all(sorted(order) == items for order in orders), "every item, once"
+    assert len({tuple(order) for order in orders}) > len(SALTS) // 2
+    assert len({order[0] for order in orders}) > 3, "the same first gold item for everyone"
+    assert gold_order(SALTS[0], items) == gold_order(SALTS[0], list(reversed(items)))
+    assert next_gold([], SALTS[0]) is None
+
+
+def test_the_salt_is_the_campaign_secret_or_for_older_campaigns_the_creation_time() -> None:
+    created = "2026-01-01T00:00:00+00:00"
+    assert gold_salt("cmp_x", "s3cret", created, "ann_a") == "cmp_x/s3cret/ann_a"
+    assert gold_salt("cmp_x", None, created, "ann_a") == f"cmp_x/{created}/ann_a"

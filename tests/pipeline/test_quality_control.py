@@ -16,9 +16,18 @@ from sqlalchemy import select
 from temporalio.worker import Replayer
 
 from db.audit_models import AuditEntry
-from db.models import AnnotatorQuality, Consensus, DatasetVersion, Item, Response
+from db.models import (
+    AnnotatorQuality,
+    Assignment,
+    Campaign,
+    Consensus,
+    DatasetVersion,
+    Item,
+    Response,
+)
 from infra.temporal_client import DATA_CONVERTER
 from schemas.workflow_io import item_workflow_id
+from services.gold import gold_salt, next_gold
 from services.links import TASK_LINK_NOT_GOLD
 from services.task_assignment import BLOCKED_IN_CAMPAIGN
 from simulation.crowd import SimulatedAnnotator, annotate_until_empty, submit
@@ -313,16 +322,18 @@ async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored
             f"/campaigns/{cid}/assignments/{task['assignment_id']}", headers=operator()
         )
         item = asked.json()
-        label = gold_truth[0] if item["kind"] == "gold" else p.truth[item["item_id"]]
+        label = (
+            gold_truth[item["ordinal"] - 3] if item["kind"] == "gold" else p.truth[item["item_id"]]
+        )
         s = await submit(p.http, ada.token, cid, task["assignment_id"], [label])
         assert s.status_code == 200, s.text
         replies.append(r.json())
         submitted.append(s.json())
         seen.append(item)
-    assert sorted((k["kind"], k["item_id"]) for k in seen) == [
-        ("gold", f"{cid}-3"),
-        ("image", f"{cid}-0"),
-    ]
+    assert sorted(k["kind"] for k in seen) == ["gold", "image"]
+    assert {k["item_id"] for k in seen} - {f"{cid}-{3 + i}" for i in range(len(gold))} == {
+        f"{cid}-0"
+    }
     if seen[0]["kind"] == "gold":
         replies, submitted, seen = replies[::-1], submitted[::-1], seen[::-1]
     normal, gold_task = (reply["task"] for reply in replies)
@@ -358,7 +369,8 @@ async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored
             select(Response).where(Response.assignment_id == gold_task["assignment_id"])
         )
         record = await s.get(AnnotatorQuality, (cid, ada.id))
-    assert scored is not None and scored.item_id == f"{cid}-3" and scored.gold_score == 1.0
+    assert scored is not None and scored.gold_score == 1.0
+    assert scored.item_id == next(k["item_id"] for k in seen if k["kind"] == "gold")
     assert record is not None and (record.gold_answers, record.gold_score_sum) == (1, 1.0)
 
     # Nor can a task link (whose token names its item) point at gold.
@@ -369,6 +381,39 @@ async def test_a_gold_task_cannot_be_told_from_an_image_and_its_answer_is_scored
     )
     assert r.status_code == 422
     assert r.json()["errors"] == [{"field": "item_id", "message": TASK_LINK_NOT_GOLD}]
+
+
+async def test_each_annotator_gets_the_gold_items_in_the_order_the_campaign_secret_draws(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    gold, gold_truth = await _gold_spec(p)
+    cid = await p.launch(images=8, annotators_per_image=2, gold={"rate": 0.5, "items": gold})
+    gold_ids = [f"{cid}-{8 + i}" for i in range(len(gold))]
+    p.truth.update(zip(gold_ids, gold_truth, strict=True))
+    people = await p.people([1.0, 1.0])
+    for person in people:
+        await annotate_until_empty(p.http, person, cid, p.oracle)
+
+    async with p.sessions() as s:
+        campaign = await s.get(Campaign, cid)
+        leased = (
+            await s.execute(
+                select(Assignment.annotator_id, Assignment.item_id)
+                .where(Assignment.campaign_id == cid, Assignment.item_id.in_(gold_ids))
+                .order_by(Assignment.leased_at)
+            )
+        ).all()
+    assert campaign is not None and campaign.secret is not None and len(campaign.secret) == 64
+    for person in people:
+        got = [item for annotator, item in leased if annotator == person.id]
+        assert sorted(got) == sorted(gold_ids), "every gold item, once"
+        salt = gold_salt(cid, campaign.secret, campaign.created_at.isoformat(), person.id)
+        expected, left = [], set(gold_ids)
+        while (chosen := next_gold(sorted(left), salt)) is not None:
+            expected.append(chosen)
+            left.remove(chosen)
+        assert got == expected
 
 
 async def test_a_bad_gold_item_is_refused_naming_the_field(pipeline: Pipeline) -> None:
