@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from api.context import Context, Person, Token
-from api.task_routes import image_response
+from api.task_routes import image_response, serves_by_proxy
 from db.models import Campaign, Item
 from services.errors import EXPERT_ONLY, Forbidden, NotFound, Unauthorized
 from services.links import NOT_A_LINK, LinkGrant, is_link_token, link_state, verify_link
@@ -121,4 +121,6 @@ async def item_image(item_id: str, ctx: Context, person: Person) -> Response:
         item = await session.get(Item, item_id)
         if item is None:
             raise NotFound(f"no item {item_id}")
-    return image_response(ctx, item.uri)
+        campaign = await session.get(Campaign, item.campaign_id)
+        assert campaign is not None
+    return await image_response(ctx, item.uri, proxy=serves_by_proxy(campaign.spec))

@@ -10,7 +10,8 @@ What an annotator sees of a task is opaque: the assignment (one lease, a random 
 served through it, never the item's ID. Item IDs end in their ordinal, and gold items' ordinals
 follow the images', so an item ID would tell a gold task from the others. Every route here
 addresses a task by its assignment; operators map an assignment to its item with
-``GET /campaigns/{id}/assignments/{assignment}``.
+``GET /campaigns/{id}/assignments/{assignment}``. For the same reason a campaign with gold
+proxies its S3 and web images (``images.serve``) instead of redirecting to where they are stored.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import httpx
+from botocore.exceptions import ClientError
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import update
+from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool
 
 from api.context import AppContext, Context, Person, link_of
 from db.models import Assignment, Campaign, Item
@@ -255,25 +260,88 @@ async def task_image(
         if assignment.annotator_id != person.id:
             raise Forbidden(NOT_YOUR_ASSIGNMENT)
         item = await session.get(Item, assignment.item_id)
-        assert item is not None
-    return image_response(ctx, item.uri)
+        campaign = await session.get(Campaign, campaign_id)
+        assert item is not None and campaign is not None
+    return await image_response(ctx, item.uri, proxy=serves_by_proxy(campaign.spec))
 
 
-def image_response(ctx: AppContext, uri: str) -> Response:
-    """Serve a local image, or redirect to a short-lived presigned URL for S3 and the web."""
+def serves_by_proxy(spec: dict[str, Any]) -> bool:
+    """Whether a campaign's S3 and web images go through the API (``images.serve``; by default
+    when it has gold items, whose address would otherwise show in the browser)."""
+    serve = (spec.get("images") or {}).get("serve")
+    return serve == "proxy" or (serve is None and bool(spec.get("gold")))
+
+
+async def image_response(ctx: AppContext, uri: str, *, proxy: bool) -> Response:
+    """Serve a local image; an S3 or web image by redirect (a short-lived presigned URL for
+    S3) or, with ``proxy``, by carrying its bytes, so the browser never learns its address."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
-        if not path.is_file():
+        if not await asyncio.to_thread(path.is_file):
             # The URI stays in the log: a gold image's path could tell it from the others.
             log.error("image %s is missing", uri)
             raise NotFound(IMAGE_MISSING)
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0])
     if parsed.scheme == "s3" and ctx.s3_client is not None:
+        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        if proxy:
+            return await _proxy_s3(ctx.s3_client, uri, bucket, key)
         url = ctx.s3_client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+            Params={"Bucket": bucket, "Key": key},
             ExpiresIn=ctx.settings.s3.presign_seconds,
         )
         return RedirectResponse(url, status_code=307)
+    if proxy and parsed.scheme in {"http", "https"}:
+        return await _proxy_web(uri)
     return RedirectResponse(uri, status_code=307)
+
+
+PROXY_CHUNK = 64 * 1024
+
+
+def _media_type(uri: str, stated: str | None) -> str:
+    return mimetypes.guess_type(urlparse(uri).path)[0] or stated or "application/octet-stream"
+
+
+async def _proxy_s3(s3: Any, uri: str, bucket: str, key: str) -> Response:
+    try:
+        obj = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key=key)
+    except ClientError as error:
+        log.error("image %s could not be read: %s", uri, error)
+        raise NotFound(IMAGE_MISSING) from None
+    body = obj["Body"]
+    return StreamingResponse(
+        iterate_in_threadpool(body.iter_chunks(PROXY_CHUNK)),
+        media_type=_media_type(uri, obj.get("ContentType")),
+        headers={"Content-Length": str(obj["ContentLength"]), "Cache-Control": "private"},
+        background=BackgroundTask(body.close),
+    )
+
+
+async def _proxy_web(uri: str) -> Response:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=True)
+    try:
+        upstream = await client.send(client.build_request("GET", uri), stream=True)
+    except httpx.HTTPError as error:
+        await client.aclose()
+        log.error("image %s could not be fetched: %s", uri, error)
+        raise NotFound(IMAGE_MISSING) from None
+    if upstream.status_code != 200:
+        await upstream.aclose()
+        await client.aclose()
+        log.error("image %s could not be fetched: HTTP %s", uri, upstream.status_code)
+        raise NotFound(IMAGE_MISSING)
+
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
+    length = upstream.headers.get("content-length")
+    return StreamingResponse(
+        upstream.aiter_bytes(PROXY_CHUNK),
+        media_type=_media_type(uri, upstream.headers.get("content-type")),
+        headers={"Cache-Control": "private", **({"Content-Length": length} if length else {})},
+        background=BackgroundTask(close),
+    )

@@ -57,6 +57,15 @@ class ImageSource(BaseModel):
         None, description="A file with one image URI per line (or JSON Lines with a 'uri')."
     )
     uris: list[str] | None = Field(None, description="Image URIs given inline.")
+    serve: Literal["redirect", "proxy"] | None = Field(
+        None,
+        description=(
+            "How annotators' browsers get S3 and web images: 'redirect' to the object (a "
+            "presigned URL for S3; the browser shows where it is stored), or 'proxy' through "
+            "the API (it carries the bytes). Default: proxy when the campaign has gold items, "
+            "so that no address tells gold from the rest; redirect otherwise."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

@@ -11,8 +11,9 @@ block is drawn per annotator and block from the campaign's secret (random, never
 that counting tasks ("every fifth is gold") tells them nothing; so is the order in which each
 annotator gets the gold items. The annotator sees the same kind of task
 either way: the task names its assignment, never its item (whose ordinal would give gold away).
-Gold images should look like the campaign's (format, size, and, for S3 or web images, where
-they are stored: the page loads those from their own address).
+Gold images should look like the campaign's (format, size). A campaign with gold serves S3 and
+web images through the API by default (``images.serve``), so no address shows where one is
+stored.
 
 Scoring uses the agreement measure of each annotation type (``services.consensus.score``):
 exact match for a single-label tag, object-level agreement (IoU, OKS, ...) for the rest.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from api.task_routes import serves_by_proxy
 from schemas.campaign_spec import parse_spec
 from services.gold import load_gold
 
@@ -91,6 +92,7 @@ def test_every_bad_field_is_named_once() -> None:
             {**ADAPTIVE, "redundancy": {**REDUNDANCY, "stop_when_futile": [1]}},
             "redundancy.stop_when_futile",
         ),
+        ({"images": {"directory": "images", "serve": "cdn"}}, "images.serve"),
     ],
     ids=[
         "duplicate-class",
@@ -101,6 +103,7 @@ def test_every_bad_field_is_named_once() -> None:
         "unknown-class-field",
         "reopen-not-a-boolean",
         "futile-not-a-boolean",
+        "unknown-serve-mode",
     ],
 )
 def test_single_mistakes(patch: dict[str, object], field: str) -> None:
@@ -178,3 +181,18 @@ def test_a_web_gold_image_carries_its_size_as_the_campaigns_images_do() -> None:
     assert [(e.field, e.message) for e in errors] == [
         ("gold.items.0", "give both width and height, or neither")
     ]
+
+
+@pytest.mark.parametrize(
+    ("serve", "gold", "proxied"),
+    [(None, False, False), (None, True, True), ("redirect", True, False), ("proxy", False, True)],
+)
+def test_images_are_proxied_when_asked_or_by_default_when_there_is_gold(
+    serve: str | None, gold: bool, proxied: bool
+) -> None:
+    images = {"directory": "images", **({"serve": serve} if serve else {})}
+    item = {"uri": "https://img.example/g.png", "label": "cat"}
+    patch = {"images": images, **({"gold": {"rate": 0.2, "items": [item]}} if gold else {})}
+    spec, errors = parse_spec({**GOOD, **patch})
+    assert errors == [] and spec is not None
+    assert serves_by_proxy(spec.model_dump(mode="json")) is proxied

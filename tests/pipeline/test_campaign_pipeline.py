@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
+import threading
 import urllib.request
 import uuid
 from collections import Counter
@@ -374,6 +377,102 @@ async def test_images_from_an_s3_prefix_are_served_by_presigned_url(pipeline: Pi
     )
     assert missing.status_code == 422
     assert missing.json()["errors"][0]["field"] == "images.s3_prefix"
+
+
+async def test_with_gold_s3_images_come_through_the_api_and_show_no_address(
+    pipeline: Pipeline,
+) -> None:
+    """A redirect would show each image's bucket and key in the browser, and gold kept under
+    its own prefix would give itself away: a campaign with gold proxies its images."""
+    p = pipeline
+    ctx = p.http._transport.app.state.ctx  # type: ignore[attr-defined]
+    bucket = p.settings.store.bucket
+    images = generate_images(p.tmp / "s3-proxy", 4)
+    where = {}
+    for n, img in enumerate(images):
+        key = f"{'raw/proxy' if n < 2 else 'gold-set'}/{img.path.name}"
+        ctx.s3_client.put_object(Bucket=bucket, Key=key, Body=img.path.read_bytes())
+        where[img.path.read_bytes()] = key
+    gold = [
+        {"uri": f"s3://{bucket}/{where[i.path.read_bytes()]}", "label": i.label} for i in images[2:]
+    ]
+    r = await p.http.post(
+        "/campaigns",
+        json=p.spec(
+            images={"s3_prefix": f"s3://{bucket}/raw/proxy/"},
+            annotators_per_image=1,
+            gold={"rate": 0.5, "items": gold},
+        ),
+        headers=operator(),
+    )
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    await p.wait_open(cid, 2)
+    (person,) = await p.people([1.0])
+
+    fetched = []
+    for _ in range(2):  # at rate 0.5, one gold task and one image among the first two
+        task = (
+            await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+        ).json()["task"]
+        image = await p.http.get(task["image_url"], headers=bearer(person.token))
+        assert image.status_code == 200, image.text
+        assert "location" not in image.headers
+        headers = {k: v for k, v in image.headers.items() if k != "content-length"}
+        assert not any(bucket in v or "gold" in v or ".png" in v for v in headers.values())
+        fetched.append((where[image.content], sorted(headers), image.headers["content-type"]))
+        await submit(p.http, person.token, cid, task["assignment_id"], ["circle"])
+    assert sorted(key.split("/")[0] for key, _, _ in fetched) == ["gold-set", "raw"]
+    assert fetched[0][1:] == fetched[1][1:] and fetched[0][2] == "image/png"
+
+    # An object gone from the bucket is a 404 that names neither bucket nor key.
+    task = (await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))).json()[
+        "task"
+    ]
+    async with p.sessions() as s:
+        leased = await s.get(Assignment, task["assignment_id"])
+        assert leased is not None
+        item = await s.get(Item, leased.item_id)
+        assert item is not None
+    ctx.s3_client.delete_object(Bucket=bucket, Key=item.uri.split("/", 3)[3])
+    missing = await p.http.get(task["image_url"], headers=bearer(person.token))
+    assert missing.status_code == 404
+    assert bucket not in missing.text and "gold" not in missing.text
+
+
+async def test_web_images_are_proxied_when_the_campaign_asks(pipeline: Pipeline) -> None:
+    p = pipeline
+    images = generate_images(p.tmp / "web", 2)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(p.tmp / "web"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        uris = [f"{base}/{images[0].path.name}", f"{base}/missing.png"]
+        r = await p.http.post(
+            "/campaigns",
+            json=p.spec(images={"uris": uris, "serve": "proxy"}, annotators_per_image=1),
+            headers=operator(),
+        )
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        await p.wait_open(cid, 2)
+        first, second = await p.people([1.0, 1.0])
+        got = {}
+        for person in (first, second):
+            task = (
+                await p.http.post(f"/campaigns/{cid}/tasks/next", headers=bearer(person.token))
+            ).json()["task"]
+            got[person.id] = await p.http.get(task["image_url"], headers=bearer(person.token))
+        ok, missing = got[first.id], got[second.id]
+        assert ok.status_code == 200 and "location" not in ok.headers
+        assert ok.content == images[0].path.read_bytes()
+        assert ok.headers["content-type"] == "image/png"
+        assert missing.status_code == 404 and base not in missing.text
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def test_people_are_registered_once_per_external_id(pipeline: Pipeline) -> None:
