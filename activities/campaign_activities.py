@@ -39,11 +39,13 @@ from schemas.workflow_io import (
 from services.consensus import class_specs, response_objects, tag_labels
 from services.reliability import reliability_of, uses_reliability
 from storage import (
+    BaseMoved,
     ObjectStore,
+    PublishedVersion,
     PublishRequest,
     RecordSpool,
     iter_lines,
-    latest_version,
+    merge_point,
     publish_version,
     read_manifest,
 )
@@ -199,24 +201,17 @@ class CampaignActivities:
                 details={"from": previous, "to": input.status},
             )
 
-    @activity.defn
-    async def publish(self, input: PublishInput) -> PublishResult:
-        """Publish every final label of the campaign as a new immutable dataset version.
-
-        The records are read in chunks and spooled to local disk, and the version is built one
-        partition at a time, so the worker's memory does not grow with the campaign.
-        """
-        async with self._sessions() as session:
-            campaign = await session.get(Campaign, input.campaign_id)
-            if campaign is None:
-                raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
+    async def _merge_and_publish(self, campaign: Campaign, publish_id: str) -> PublishedVersion:
+        """The campaign's labels merged with the other campaigns' labels of the dataset's newest
+        version, published as the next version (``BaseMoved`` if another publisher took that
+        number first)."""
         with RecordSpool() as spool:
             records = _CampaignRecords(campaign, spool)
             await records.read(self._sessions)
             agreement = records.agreement()
             # A dataset accumulates campaigns: the new version keeps the other campaigns'
             # labels of the version it builds on, and replaces this campaign's.
-            campaigns, agreement_by_campaign = await _with_heartbeats(
+            number, campaigns, agreement_by_campaign = await _with_heartbeats(
                 asyncio.to_thread(
                     _spool_other_campaigns,
                     self._store,
@@ -229,7 +224,7 @@ class CampaignActivities:
             )
             request = PublishRequest(
                 dataset=campaign.dataset,
-                publish_id=input.publish_id,
+                publish_id=publish_id,
                 campaigns=campaigns,
                 created_by=f"campaign:{campaign.id}",
                 records=spool,
@@ -239,10 +234,32 @@ class CampaignActivities:
                     "by_campaign": {**agreement_by_campaign, campaign.id: agreement},
                 },
                 extra={"campaign_name": campaign.name, "ontology": campaign.spec["ontology"]},
+                version=number,
             )
-            version = await _with_heartbeats(
+            return await _with_heartbeats(
                 asyncio.to_thread(publish_version, self._store, request), "publishing"
             )
+
+    @activity.defn
+    async def publish(self, input: PublishInput) -> PublishResult:
+        """Publish every final label of the campaign as a new immutable dataset version.
+
+        The records are read in chunks and spooled to local disk, and the version is built one
+        partition at a time, so the worker's memory does not grow with the campaign.
+        """
+        async with self._sessions() as session:
+            campaign = await session.get(Campaign, input.campaign_id)
+            if campaign is None:
+                raise RuntimeError(f"campaign {input.campaign_id} is not in the database")
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                version = await self._merge_and_publish(campaign, input.publish_id)
+                break
+            except BaseMoved:
+                # Another campaign published into the dataset while we merged: merge again.
+                if attempt == MERGE_ATTEMPTS:
+                    raise
+                activity.heartbeat(f"the dataset moved on; merging again ({attempt})")
 
         async with self._sessions.begin() as session:
             known = await session.scalar(
@@ -292,6 +309,12 @@ class CampaignActivities:
         )
 
 
+MERGE_ATTEMPTS = 20
+"""Merges in one activity attempt before it fails (and Temporal retries it): each lost race
+means another campaign's version was committed, so this many in a row is contention worth a
+look rather than a loop."""
+
+
 async def _with_heartbeats(work: Awaitable[T], detail: str, every: float = 10.0) -> T:
     """Await blocking work in a thread while telling Temporal this activity is alive."""
     task = asyncio.ensure_future(work)
@@ -308,12 +331,13 @@ def _spool_other_campaigns(
     campaign_id: str,
     spool: RecordSpool,
     class_counts: Counter[str],
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """Add the latest version's records of the other campaigns (read one partition at a time);
-    return the new version's campaigns and the other campaigns' agreement."""
-    latest = latest_version(store, dataset)
+) -> tuple[int, tuple[str, ...], dict[str, Any]]:
+    """Add the records of the other campaigns of the version to merge (``merge_point``; read
+    one partition at a time); return the number the new version must take, its campaigns and
+    the other campaigns' agreement."""
+    latest, number = merge_point(store, dataset)
     if latest is None:
-        return (campaign_id,), {}
+        return number, (campaign_id,), {}
     manifest = read_manifest(store, dataset, latest)
     for item_id, line in iter_lines(store, manifest):
         record = json.loads(line)
@@ -324,7 +348,7 @@ def _spool_other_campaigns(
     campaigns = tuple(sorted({*manifest.get("campaigns", []), campaign_id}))
     earlier = dict(manifest.get("agreement", {}).get("by_campaign", {}))
     earlier.pop(campaign_id, None)
-    return campaigns, earlier
+    return number, campaigns, earlier
 
 
 class _CampaignRecords:

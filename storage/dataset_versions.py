@@ -43,6 +43,11 @@ Why it is safe:
   none. Two publishers cannot both create the same manifest, so each number has one winner; the
   loser probes the next number. Numbers are therefore contiguous (1, 2, 3, ...). A manifest
   lists every layer it needs, so it does not matter which version its publisher built on.
+* A publish that merges the dataset's content (a campaign's labels with the other campaigns'
+  labels) merges the newest committed version (``merge_point``; versions a rollback stepped
+  over excepted) and may take only the number after the newest. If another publisher took it
+  first, nothing is committed and ``BaseMoved`` tells the caller to merge again, so two
+  campaigns publishing into one dataset at once never drop each other's labels.
 * ``latest.json`` is only a hint that may lag behind the newest manifest (a publisher can crash
   between its commit and the pointer move). Publishers probe forward from it, and move it
   forward only, by compare-and-swap; ``rollback`` is the one way to move it back.
@@ -80,6 +85,7 @@ from storage.record_spool import RecordSpool, partition_of, record_line
 __all__ = [
     "MANIFEST_FORMAT",
     "READABLE_FORMATS",
+    "BaseMoved",
     "DatasetIntegrityError",
     "DatasetNotFound",
     "Deprecation",
@@ -100,6 +106,7 @@ __all__ = [
     "list_datasets",
     "list_versions",
     "manifest_key",
+    "merge_point",
     "partition_of",
     "publish_marker_key",
     "publish_version",
@@ -166,6 +173,18 @@ class PublishRequest:
     # When a partition is written whole again instead of growing another delta layer.
     max_delta_layers: int = 8
     compact_ratio: float = 0.25
+    # For records merged with an earlier version's content (a campaign's labels with the other
+    # campaigns' labels): the number ``merge_point`` gave with the version merged. The new
+    # version must have exactly this number; if another publisher took it first, nothing is
+    # committed and ``BaseMoved`` is raised, so that the caller merges again instead of
+    # dropping what that publisher added. None: the first free number (the records are the
+    # whole content, whatever came before).
+    version: int | None = None
+
+
+class BaseMoved(Exception):
+    """Another version was committed after the one a merging publish built on (see
+    ``PublishRequest.version``): merge again from ``merge_point`` and publish again."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +357,32 @@ def latest_version(store: ObjectStore, dataset: str) -> int | None:
     """
     pointer, _ = _read_pointer(store, dataset)
     return None if pointer is None else int(pointer["version"])
+
+
+def _newest_committed(store: ObjectStore, dataset: str, start: int) -> int:
+    """The newest version number at or after ``start`` (a committed one, or 0), probing the
+    manifests forward: numbers are contiguous, the pointer may lag."""
+    newest = start
+    while store.exists(manifest_key(dataset, newest + 1)):
+        newest += 1
+    return newest
+
+
+def merge_point(store: ObjectStore, dataset: str) -> tuple[int | None, int]:
+    """Where a publish that merges the dataset's content (keeping other campaigns' labels)
+    starts: the version to merge (None for none) and the number the merged version must take
+    (``PublishRequest.version``).
+
+    The version to merge is the newest committed one, even if ``latest.json`` lags behind it
+    (its publisher crashed before moving the pointer, or is about to move it), because that
+    version's labels are part of the dataset. Versions a ``rollback`` stepped back over are the
+    exception: they stay out, and the merge starts from the version rolled back to."""
+    pointer, _ = _read_pointer(store, dataset)
+    current = 0 if pointer is None else int(pointer["version"])
+    newest = _newest_committed(store, dataset, current)
+    skipped = 0 if pointer is None else int(pointer.get("skip_through", current))
+    base = newest if newest > skipped else current
+    return (base or None), newest + 1
 
 
 def verified_blob(store: ObjectStore, entry: Mapping[str, Any]) -> bytes:
@@ -667,7 +712,10 @@ def rollback(
     while True:
         pointer, etag = _read_pointer(store, dataset)
         sequence = (0 if pointer is None else int(pointer["sequence"])) + 1
-        if store.compare_and_swap(key, _dumps({"version": version, "sequence": sequence}), etag):
+        # The versions stepped back over, which a merging publish leaves out (merge_point).
+        skip = _newest_committed(store, dataset, version)
+        moved = {"version": version, "sequence": sequence, "skip_through": skip}
+        if store.compare_and_swap(key, _dumps(moved), etag):
             return sequence
 
 
@@ -792,6 +840,8 @@ def _validate(req: PublishRequest) -> None:
         raise ValueError("campaigns: must be a tuple of strings")
     if not isinstance(req.created_by, str) or not req.created_by:
         raise ValueError("created_by: must be a non-empty string")
+    if req.version is not None:
+        _check_version(req.version)
     if not isinstance(req.exports, tuple):
         raise ValueError("exports: must be a tuple of format names")
     if req.exports:
@@ -1031,6 +1081,10 @@ def _publish(
         found = read_manifest(store, dataset, int(marker["version"]))
         return _result(store, dataset, found, created=False)
 
+    # A merge whose number is taken was overtaken: what the other publisher added is not in it.
+    if req.version is not None and store.exists(manifest_key(dataset, req.version)):
+        raise BaseMoved(f"{dataset}: version {req.version} is taken; merge again")
+
     # 2. Blobs first, one partition at a time: the manifest may refer only to files that
     #    already exist.
     store.ensure_versioning()
@@ -1066,8 +1120,9 @@ def _publish(
     intent = {"publish_id": publish_id, "from_version": pointer + 1}
     store.create(_intent_key(dataset, publish_id), _dumps(intent))
 
-    # 4. Commit: the first manifest number we can create, probing forward from the pointer.
-    version = pointer + 1
+    # 4. Commit: the first manifest number we can create, probing forward from the pointer
+    #    (a merging publish takes only the number it was given).
+    version = pointer + 1 if req.version is None else req.version
     formats = list(parse_formats(req.exports)) if req.exports else []
     while True:
         manifest: dict[str, Any] = {
@@ -1109,6 +1164,10 @@ def _publish(
             # Our own write, whose success answer was lost and retried into "already exists".
             manifest = existing
             break
+        if req.version is not None:
+            raise BaseMoved(
+                f"{dataset}: version {version} was published while this publish merged; merge again"
+            )
         version += 1
 
     # 5. Pointer, then marker; a crash before either is repaired by the next attempt.

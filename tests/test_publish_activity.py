@@ -8,6 +8,8 @@ dataset store; the campaigns are written straight into the database
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,6 +167,52 @@ async def test_a_second_campaign_keeps_the_first_ones_labels(
     again, _ = await _publish(sessions, store, "pa", "pa.again")
     assert (again.version, again.item_count) == (3, 42)
     assert list(read_records(store, "shapes", 3)) == records  # nothing changed in between
+
+
+class MeetAtTheCommit:
+    """A real store whose first two manifest writes wait for each other: two publishers that
+    merged the same version reach the commit of the same number together."""
+
+    def __init__(self, inner: LocalObjectStore) -> None:
+        self.inner = inner
+        self.barrier = threading.Barrier(2, timeout=30)
+        self.lock = threading.Lock()
+        self.held = 0
+
+    def create(self, key: str, data: bytes) -> bool:
+        if key.endswith("/manifest.json"):
+            with self.lock:
+                self.held += 1
+                wait = self.held <= 2
+            if wait:
+                self.barrier.wait()
+        return self.inner.create(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_two_campaigns_publishing_into_one_dataset_at_once_keep_each_others_labels(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    store = MeetAtTheCommit(LocalObjectStore(tmp_path / "datasets"))
+    await write_finished_campaign(sessions, "ra", 20, dataset="shapes", seed=5)
+    await write_finished_campaign(sessions, "rb", 15, dataset="shapes", seed=6)
+    shared = cast(LocalObjectStore, store)
+    (a, _), (b, _) = await asyncio.gather(
+        _publish(sessions, shared, "ra", "ra.final"), _publish(sessions, shared, "rb", "rb.final")
+    )
+    assert store.held == 3  # both met at version 1; the loser merged again and took 2
+    assert sorted([a.version, b.version]) == [1, 2]
+    records = list(read_records(shared, "shapes", 2))
+    assert Counter(r["campaign_id"] for r in records) == {"ra": 20, "rb": 15}
+    manifest = read_manifest(shared, "shapes", 2)
+    assert manifest["campaigns"] == ["ra", "rb"]
+    assert set(manifest["agreement"]["by_campaign"]) == {"ra", "rb"}
+    assert verify_version(shared, "shapes", 2) == []
+    async with sessions() as session:
+        versions = {v.campaign_id: v.version for v in await session.scalars(select(DatasetVersion))}
+    assert versions == {"ra": a.version, "rb": b.version}
 
 
 async def test_a_box_campaign_gets_the_geometry_alpha_of_all_its_items(

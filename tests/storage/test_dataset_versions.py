@@ -16,6 +16,7 @@ import pytest
 
 from storage.dataset_versions import (
     MANIFEST_FORMAT,
+    BaseMoved,
     DatasetIntegrityError,
     PublishedVersion,
     PublishRequest,
@@ -25,6 +26,7 @@ from storage.dataset_versions import (
     list_datasets,
     list_versions,
     manifest_key,
+    merge_point,
     partition_of,
     publish_version,
     read_manifest,
@@ -367,6 +369,72 @@ def test_rollback_moves_the_pointer_back_and_publish_continues(store: ObjectStor
 
     with pytest.raises(KeyError):
         rollback(store, "pets", 9)
+
+
+def test_a_merge_whose_number_was_taken_commits_nothing_and_says_so(store: ObjectStore) -> None:
+    """Two campaigns merging into one dataset at once: the one that loses the race must merge
+    again, or the version it commits would drop the other's labels."""
+    publish_version(store, publish_request("pub-1", records(3)), now=NOW)
+    assert merge_point(store, "pets") == (1, 2)
+    # Another publisher commits version 2 while this one merges version 1...
+    publish_version(store, publish_request("other", records(2, start=100)), now=NOW)
+    with pytest.raises(BaseMoved, match="version 2 is taken"):
+        publish_version(store, publish_request("mine", records(4), version=2), now=NOW)
+    assert list_versions(store, "pets") == [1, 2]
+    assert read_manifest(store, "pets", 2)["publish_id"] == "other"
+    # ...and merging again from version 2 commits version 3.
+    assert merge_point(store, "pets") == (2, 3)
+    result = publish_version(store, publish_request("mine", records(4), version=3), now=NOW)
+    assert (result.version, result.parent, result.created) == (3, 2, True)
+    # A retry of a publish that did commit returns its version, whatever number it was given.
+    again = publish_version(store, publish_request("mine", records(4), version=4), now=NOW)
+    assert (again.version, again.created) == (3, False)
+
+
+def test_a_merge_lost_at_the_commit_itself_commits_nothing(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race lost between the check and the write of the manifest: its create fails."""
+    publish_version(store, publish_request("pub-1"), now=NOW)
+    real_create = store.create
+
+    def overtaken(key: str, data: bytes) -> bool:
+        if key == manifest_key("pets", 2):
+            monkeypatch.setattr(store, "create", real_create)
+            publish_version(store, publish_request("other", records(1, start=50)), now=NOW)
+        return real_create(key, data)
+
+    monkeypatch.setattr(store, "create", overtaken)
+    with pytest.raises(BaseMoved):
+        publish_version(store, publish_request("mine", version=2), now=NOW)
+    assert list_versions(store, "pets") == [1, 2]
+    assert read_manifest(store, "pets", 2)["publish_id"] == "other"
+    assert latest_version(store, "pets") == 2
+
+
+def test_the_merge_point_follows_a_lagging_pointer_but_not_a_rollback(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert merge_point(store, "pets") == (None, 1)
+    for i in range(1, 4):
+        publish_version(store, publish_request(f"pub-{i}"), now=NOW)
+    rollback(store, "pets", 1)
+    # Versions 2 and 3 were rolled back: a merge starts from 1, and takes number 4.
+    assert merge_point(store, "pets") == (1, 4)
+
+    # Version 4 is committed but its publisher dies before moving the pointer: its labels are
+    # part of the dataset, so the next merge starts from it.
+    real_cas = store.compare_and_swap
+
+    def crash(key: str, data: bytes, expected_etag: str | None) -> bool:
+        raise ConnectionError("worker died")
+
+    monkeypatch.setattr(store, "compare_and_swap", crash)
+    with pytest.raises(ConnectionError):
+        publish_version(store, publish_request("pub-4"), now=NOW)
+    monkeypatch.setattr(store, "compare_and_swap", real_cas)
+    assert latest_version(store, "pets") == 1
+    assert merge_point(store, "pets") == (4, 5)
 
 
 def test_empty_dataset_version(store: ObjectStore) -> None:
