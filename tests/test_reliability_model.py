@@ -4,6 +4,7 @@ often a campaign refits it."""
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -18,6 +19,7 @@ from services.reliability import (
     _fit_scores,
     model_verdict,
 )
+from workflows.campaign_workflow import refit_gap
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -100,3 +102,16 @@ def test_a_campaign_is_refitted_about_fifty_times_unless_its_spec_says_otherwise
     images: int, spec: dict[str, object], expected: int | None
 ) -> None:
     assert refit_every(_campaign(images, **spec)) == expected
+
+
+@pytest.mark.parametrize(
+    ("took", "gap"),
+    [(0.02, 1.0), (0.1, 1.0), (0.5, 5.0), (4.0, 40.0)],
+    ids=["tiny-campaign", "at-the-floor", "half-a-second", "large-campaign"],
+)
+def test_gold_triggered_refits_keep_their_share_of_the_time_bounded(
+    took: float, gap: float
+) -> None:
+    """A refit reads the whole campaign: on a large one, the refits gold answers trigger wait
+    ten times the last one's duration, so refitting takes at most about a tenth of the time."""
+    assert refit_gap(timedelta(seconds=took)) == timedelta(seconds=gap)

@@ -12,7 +12,8 @@ state in one ``CampaignState`` (at most ``window`` ordinals), after its handlers
 
 A campaign with a reliability model (gold items, rules, adaptive redundancy) refits it every
 ``refit_every`` finished items and soon after a scored gold answer (``quality_evidence``
-signal, at most once per ``MIN_REFIT_GAP``), and once more when the last image is done.
+signal, at most once per ``MIN_REFIT_GAP``, or per ``REFIT_DUTY`` times the last refit's
+duration when that is longer), and once more when the last image is done.
 When the rules block someone and re-open items they answered, or the adaptive re-check
 re-opens images the refit put below their target, those ordinals go back in flight with a
 higher ``attempt`` (a finish signal from an older run is then ignored) and are restarted by an
@@ -58,8 +59,19 @@ MAX_BATCH = 200
 MIN_REFIT_GAP = timedelta(seconds=1)
 FINAL_REFIT_PATCH = "final-refit"
 """Histories from before the final refit replay without it."""
+REFIT_DUTY = 10
+"""Refits that gold answers trigger come at least this many times the last refit's duration
+apart (and at least MIN_REFIT_GAP): a refit reads every answer of the campaign, so on a large
+campaign back-to-back refits would keep the database busy; this caps them near a tenth of it."""
+REFIT_GAP_PATCH = "refit-gap-from-duration"
+"""Histories from before the gap followed the refit's duration replay with MIN_REFIT_GAP."""
 EVIDENCE_WAKES_PATCH = "evidence-wakes"
 """Histories from before gold evidence woke the campaign's wait replay without the wake."""
+
+
+def refit_gap(last_refit_took: timedelta) -> timedelta:
+    """How long gold answers wait after a refit before they trigger the next one."""
+    return max(MIN_REFIT_GAP, last_refit_took * REFIT_DUTY)
 
 
 @workflow.defn
@@ -73,6 +85,7 @@ class CampaignWorkflow:
         self._refit_every: int | None = None
         self._evidence = False  # a gold answer was scored since the last fit
         self._last_refit: datetime | None = None
+        self._refit_gap = MIN_REFIT_GAP  # see REFIT_DUTY
         self._wake_on_evidence = False  # set for each wait, see run
 
     @workflow.signal(name=SIGNAL_ITEM_FINISHED)
@@ -107,7 +120,7 @@ class CampaignWorkflow:
         if self._state.finished_since_refit >= self._refit_every:
             return True
         return self._evidence and (
-            self._last_refit is None or workflow.now() - self._last_refit >= MIN_REFIT_GAP
+            self._last_refit is None or workflow.now() - self._last_refit >= self._refit_gap
         )
 
     @workflow.query
@@ -138,7 +151,7 @@ class CampaignWorkflow:
     def _wait_timeout(self) -> timedelta:
         """Wake for the reconciliation, or when a pending gold answer's refit gap has passed."""
         if self._evidence and self._last_refit is not None and self._refit_every is not None:
-            gap = MIN_REFIT_GAP - (workflow.now() - self._last_refit)
+            gap = self._refit_gap - (workflow.now() - self._last_refit)
             return max(min(gap, RECONCILE_EVERY), timedelta(milliseconds=100))
         return RECONCILE_EVERY
 
@@ -152,6 +165,8 @@ class CampaignWorkflow:
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=RETRY,
         )
+        if workflow.patched(REFIT_GAP_PATCH):
+            self._refit_gap = refit_gap(workflow.now() - self._last_refit)
         for reopened in result.reopened:
             if reopened.ordinal >= state.next_ordinal:
                 continue  # never started: nothing to undo

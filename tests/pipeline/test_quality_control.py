@@ -35,7 +35,7 @@ from simulation.images import generate_images
 from storage import read_records
 from tests.pipeline.conftest import Pipeline, bearer, operator
 from workers.registry import WORKFLOWS
-from workflows.campaign_workflow import FINAL_REFIT_PATCH
+from workflows.campaign_workflow import FINAL_REFIT_PATCH, REFIT_GAP_PATCH
 from workflows.item_workflow import REOPEN_UNANSWERED_PATCH
 
 # A spammer is blocked at the gold answer that brings their gold evidence to MIN_EVIDENCE with
@@ -710,7 +710,8 @@ async def test_an_image_that_stopped_on_estimates_a_refit_revises_is_reopened(
         for details in e.marker_recorded_event_attributes.details.values()
         for payload in details.payloads
     ]
-    assert any(FINAL_REFIT_PATCH in data for data in patches), patches
+    for patch in (FINAL_REFIT_PATCH, REFIT_GAP_PATCH):
+        assert any(patch in data for data in patches), (patch, patches)
     await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
         history
     )
