@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -90,3 +92,57 @@ async def test_the_annotator_counters_are_backfilled_from_the_record(
     finally:
         await engine.dispose()
     assert [tuple(r) for r in counters] == [("ann_a", 2, 3), ("ann_b", 0, 1)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_adaptive_campaigns_from_before_the_re_check_keep_their_rules(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0010 writes the rules an adaptive campaign started with (futility stop on, no re-check)
+    into specs that predate those fields, and leaves every other spec as it was."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    await upgrade_database(url, "0009")
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    old = {"min_annotators": 2, "max_annotators": 5, "target_confidence": 0.95}
+    new = {**old, "stop_when_futile": False, "reopen_below_target": True}
+    specs = {
+        "old": {"name": "o", "redundancy": old},
+        "new": {"name": "n", "redundancy": new},
+        "fixed": {"name": "f", "annotators_per_image": 3},
+    }
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for cid, spec in specs.items():
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO campaigns (id, name, dataset, spec, status,"
+                        " annotators_per_image, agreement_threshold, lease_timeout_s,"
+                        ' review_timeout_s, "window", item_count, created_by, created_at,'
+                        " updated_at) VALUES (:id, 'c', 'd', :spec, 'running', 2, 0.5, 60, 60,"
+                        " 10, 3, 'op', :now, :now)"
+                    ).bindparams(sa.bindparam("spec", type_=sa.JSON)),
+                    {"id": cid, "spec": spec, "now": now},
+                )
+        await upgrade_database(url)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(sa.column("id"), sa.column("spec", sa.JSON)).select_from(
+                        sa.table("campaigns")
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    after = {cid: spec for cid, spec in rows}
+    assert after["old"]["redundancy"] == {
+        **old,
+        "stop_when_futile": True,
+        "reopen_below_target": False,
+    }
+    assert after["new"] == specs["new"] and after["fixed"] == specs["fixed"]
