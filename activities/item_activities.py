@@ -190,7 +190,7 @@ class ItemActivities:
             )
             return None
         if decision == "more":
-            item.slots_wanted = len(responses) + 1
+            item.slots_wanted, item.contested_at = len(responses) + 1, utcnow()
             await self._audit(
                 session,
                 item,

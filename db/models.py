@@ -121,6 +121,9 @@ class Item(Base):
     gold_answer: Mapped[dict[str, Any] | None]
     agreement: Mapped[float | None] = mapped_column(Float)
     opened_at: Mapped[datetime | None]
+    # When an adaptive image last asked for one more annotator (routing holds it for trusted
+    # annotators for a while from then; see services.task_assignment).
+    contested_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 

@@ -103,7 +103,16 @@ class RedundancySpec(BaseModel):
     whose last answer did not raise its confidence when no further answer from an average
     annotator could change its leading class. It saves answers and costs some accuracy; on the
     public crowds it lost more accuracy than it saved answers (``bench/adaptive_redundancy.py``),
-    so it is off unless asked for."""
+    so it is off unless asked for.
+
+    ``route_contested`` sends contested images (those past ``min_annotators`` and still below
+    the target) to trusted annotators: those whose estimated accuracy is at least the
+    campaign's average (answer-weighted; someone the model has not estimated yet counts as
+    trusted). They get contested images before fresh ones; the others get fresh images only,
+    until a contested image has waited ``route_hold`` for its next answer, when anyone may take
+    it. Fewer answers go into the hard images, from better annotators; the price is that
+    contested images wait, and that untrusted annotators may find no work while only contested
+    images are left (``bench/adaptive_redundancy.py`` measures it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -118,6 +127,25 @@ class RedundancySpec(BaseModel):
         description="Finalize a contested image below the target when no further answer could "
         "change its leading class (fewer answers, a little less accuracy).",
     )
+    route_contested: bool = Field(
+        False, description="Give contested images to annotators rated at least average first."
+    )
+    route_hold: timedelta = Field(
+        timedelta(minutes=15),
+        description="How long a contested image waits for a trusted annotator before anyone "
+        "may take it.",
+    )
+
+    _hold = field_validator("route_hold", mode="before")(
+        classmethod(lambda cls, v: parse_duration(v))
+    )
+
+    @field_validator("route_hold")
+    @classmethod
+    def _hold_range(cls, v: timedelta) -> timedelta:
+        if v < timedelta(0) or v > timedelta(days=30):
+            raise ValueError("must be between 0 seconds and 30 days")
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Campaign, Consensus, Item, Response
+from db.models import Campaign, Consensus, Item, Response, utcnow
 from quality.adaptive import confusion_posterior, one_coin_matrix, smoothed_accuracy
 from schemas.campaign_spec import RedundancySpec
 from schemas.ontology import Ontology
@@ -158,7 +158,7 @@ async def reopen_below_target(
             continue  # changed since it was read: whoever changed it decided
         then, now, people = below[item.id]
         await undecide(session, item)
-        item.slots_wanted = people + 1
+        item.slots_wanted, item.contested_at = people + 1, utcnow()
         reopened.append((item.ordinal, outcome_of(ADAPTIVE)))
         await audit.append(
             session,

@@ -21,6 +21,9 @@ Rules, in one place:
   at an unpredictable place (``services.gold``); an answer to one is scored against the known
   answer in the same transaction, and never goes to a workflow.
 - An annotator whom the campaign blocked or sent to retraining gets no more work in it (403).
+- With ``redundancy.route_contested``, a contested image (an adaptive one that asked for more
+  than the minimum) goes first to annotators the model rates at least average; the others get
+  fresh images only, until a contested image has waited ``route_hold`` since it asked.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +49,7 @@ from db.models import (
     utcnow,
 )
 from schemas.annotations import ResponseBody, validate_response
+from schemas.campaign_spec import RedundancySpec
 from schemas.ontology import Ontology
 from schemas.workflow_io import item_workflow_id
 from services import audit
@@ -64,11 +68,20 @@ from services.errors import (
 )
 from services.gold import GOLD, gold_is_due, gold_salt, next_gold
 from services.people import new_id
-from services.reliability import ACTIVE, decide, gold_verdict, reliability_of
+from services.reliability import (
+    ACTIVE,
+    MODEL_PREFIX,
+    POPULATION,
+    decide,
+    gold_verdict,
+    reliability_of,
+)
 
 MISSING_SKILLS = "this campaign needs skills you do not have"
 AT_CONCURRENCY_LIMIT = "you hold as many open tasks as you may; finish or skip one first"
 BLOCKED_IN_CAMPAIGN = "this campaign no longer gives you work; contact its operators"
+# Accuracies are floats written by a fit: an annotator exactly at the average is trusted.
+TRUST_SLACK = 1e-9
 RETRAINING_REQUIRED = (
     "this campaign needs you to retrain before you continue; contact its operators"
 )
@@ -237,21 +250,84 @@ async def claim_next(
                 gold = await session.get(Item, gold_id)
                 assert gold is not None
                 return await _lease(session, annotator, campaign, gold, now)
-    item = await session.scalar(
+    claimable = [
+        Item.campaign_id == campaign_id,
+        Item.status == "open",
+        Item.slots_taken < Item.slots_wanted,
+        ~held_before,
+    ]
+    routing = _routing(campaign)
+    if routing is not None:
+        least, hold = routing
+        contested = Item.slots_wanted > least
+        if await _is_trusted(session, campaign_id, annotator.id):
+            item = await _first_claimable(session, [*claimable, contested])
+            if item is not None:
+                return await _lease(session, annotator, campaign, item, now, contested=True)
+        else:  # contested images are held for trusted annotators until their hold is over
+            claimable.append(
+                or_(
+                    ~contested,
+                    Item.contested_at.is_(None),
+                    Item.contested_at <= now - hold,
+                )
+            )
+    item = await _first_claimable(session, claimable)
+    if item is None:
+        return None
+    return await _lease(session, annotator, campaign, item, now)
+
+
+async def _first_claimable(session: AsyncSession, where: list[Any]) -> Item | None:
+    """The lowest-ordinal item matching ``where``, locked (one slot never goes to two)."""
+    return await session.scalar(
         select(Item)
-        .where(
-            Item.campaign_id == campaign_id,
-            Item.status == "open",
-            Item.slots_taken < Item.slots_wanted,
-            ~held_before,
-        )
+        .where(*where)
         .order_by(Item.ordinal)
         .limit(1)
         .with_for_update(skip_locked=True, of=Item)
     )
-    if item is None:
+
+
+def _routing(campaign: Campaign) -> tuple[int, timedelta] | None:
+    """(min_annotators, route_hold) when the campaign routes contested images, else None."""
+    redundancy = campaign.spec.get("redundancy")
+    if not redundancy or not redundancy.get("route_contested"):
         return None
-    return await _lease(session, annotator, campaign, item, now)
+    spec = RedundancySpec.model_validate(redundancy)
+    return spec.min_annotators, spec.route_hold
+
+
+async def _is_trusted(session: AsyncSession, campaign_id: str, annotator_id: str) -> bool:
+    """Whether the model rates this annotator at least the campaign's average (weighted by
+    answers); someone it has not estimated yet has not shown otherwise, and is trusted."""
+    mine = await session.scalar(
+        select(AnnotatorQuality.accuracy).where(
+            AnnotatorQuality.campaign_id == campaign_id,
+            AnnotatorQuality.annotator_id == annotator_id,
+        )
+    )
+    if mine is None:
+        return True
+    rated = (
+        AnnotatorQuality.campaign_id == campaign_id,
+        AnnotatorQuality.accuracy.is_not(None),
+        AnnotatorQuality.answers > 0,
+        AnnotatorQuality.status == ACTIVE,
+        AnnotatorQuality.annotator_id != POPULATION,
+        ~AnnotatorQuality.annotator_id.startswith(MODEL_PREFIX),
+    )
+    total, weighted = (
+        await session.execute(
+            select(
+                func.sum(AnnotatorQuality.answers),
+                func.sum(AnnotatorQuality.answers * AnnotatorQuality.accuracy),
+            ).where(*rated)
+        )
+    ).one()
+    if not total:
+        return True
+    return float(mine) >= float(weighted) / float(total) - TRUST_SLACK
 
 
 async def _lease(
@@ -262,6 +338,7 @@ async def _lease(
     now: datetime,
     *,
     renew: Assignment | None = None,
+    contested: bool = False,
 ) -> Task:
     """Lease ``item`` to ``annotator`` (or renew their own run-out lease): take the slot, and
     put it on the record."""
@@ -294,6 +371,7 @@ async def _lease(
             "assignment_id": assignment.id,
             "lease_expires_at": expires.isoformat(),
             "renewed": renew is not None,
+            **({"routed": "contested"} if contested else {}),
         },
     )
     return Task(assignment=assignment, item=item, resumed=False)
