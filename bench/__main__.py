@@ -35,6 +35,7 @@ def run_small() -> int:
         alpha_speed,
         box_speed,
         consensus_quality,
+        contested_routing,
         publish_bench,
         publish_memory,
     )
@@ -47,6 +48,7 @@ def run_small() -> int:
         ("box speed", lambda: box_speed.main(["--items", "10000", "--two-call-items", "2000"])),
         ("consensus quality", lambda: consensus_quality.main(["--items", "60"])),
         ("adaptive redundancy", lambda: adaptive_redundancy.main(["--small"])),
+        ("contested routing", lambda: contested_routing.main(["--small"])),
         (
             "publish memory",
             lambda: publish_memory.main(["--db", "sqlite", "--images", "1000", "5000"]),
