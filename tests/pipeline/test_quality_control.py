@@ -449,9 +449,12 @@ MEDIUM = ["truth", "other", "truth", "truth"]  # 0.795 after 3, 0.948 after 4
 HARD = ["truth", "other", "third", "truth"]  # 0.70 at the maximum of 4: escalate
 
 
+@pytest.mark.parametrize("route", [False, True], ids=["unrouted", "routed"])
 async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_ones(
-    pipeline: Pipeline,
+    pipeline: Pipeline, route: bool
 ) -> None:
+    """The same decisions with or without routing contested images (nobody is estimated before
+    the first refit, so everyone counts as trusted and takes contested images first)."""
     p = pipeline
     cid = await p.launch(
         images=6,
@@ -465,6 +468,7 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
             "max_annotators": 4,
             "target_confidence": 0.9,
             "reopen_below_target": False,
+            "route_contested": route,
         },
         review_timeout="3s",
     )
@@ -543,6 +547,21 @@ async def test_adaptive_campaign_stops_early_on_easy_images_and_escalates_hard_o
     escalated = await _entries(p, cid, "item.escalated")
     assert sorted(e.item_id or "" for e in escalated) == [f"{cid}-4", f"{cid}-5"]
     assert all(e.details["confidence"] < 0.9 for e in escalated)
+
+    # Asking for more marks an image contested; with routing, its leases say they were routed.
+    async with p.sessions() as s:
+        contested = {
+            i.ordinal
+            for i in await s.scalars(select(Item).where(Item.campaign_id == cid))
+            if i.contested_at is not None
+        }
+    assert contested == {2, 3, 4, 5}
+    routed = Counter(
+        e.item_id
+        for e in await _entries(p, cid, "assignment.leased")
+        if e.details.get("routed") == "contested"
+    )
+    assert routed == ({f"{cid}-{o}": 2 for o in (2, 3, 4, 5)} if route else {})
 
 
 @pytest.mark.parametrize("stop_when_futile", [True, False])
