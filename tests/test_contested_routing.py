@@ -3,8 +3,9 @@ PostgreSQL: trusted annotators get contested images first, the others fresh imag
 contested image has waited out its hold.
 
 The campaign is written straight into the database (``simulation.finished_campaign``), then set
-running with two fresh images (0, 1: one slot free each), three contested ones (2, 3, 4: two answers in, a third
-wanted) and one finished (5); the reliability rows are what a refit would have written.
+running with two fresh images (0, 1: one slot free each), three contested ones (2, 3, 4: two
+answers in, a third wanted) and one finished (5); the reliability rows are what a refit would
+have written.
 """
 
 from __future__ import annotations

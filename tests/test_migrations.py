@@ -17,15 +17,19 @@ from db.models import Base
 from infra.devstack import PostgresServer
 
 
+def _database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty database on ``backend``."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migrations_match_the_models(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    url = _database_url(backend, tmp_path, request)
     await upgrade_database(url)
     await upgrade_database(url)  # a second run is a no-op
 
@@ -46,11 +50,7 @@ async def test_the_annotator_counters_are_backfilled_from_the_record(
 ) -> None:
     """Campaigns under way when 0007 and 0008 arrive keep their annotators' answer and lease
     counts (the gold schedule and the task page read them)."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    url = _database_url(backend, tmp_path, request)
     await upgrade_database(url, "0006")
     now = "2026-11-26 12:00:00+00:00"
     rows = [
@@ -100,11 +100,7 @@ async def test_adaptive_campaigns_from_before_the_re_check_keep_their_rules(
 ) -> None:
     """0010 writes the rules an adaptive campaign started with (futility stop on, no re-check)
     into specs that predate those fields, and leaves every other spec as it was."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    url = _database_url(backend, tmp_path, request)
     await upgrade_database(url, "0009")
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
     old = {"min_annotators": 2, "max_annotators": 5, "target_confidence": 0.95}

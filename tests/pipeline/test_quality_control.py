@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from db.audit_models import AuditEntry
@@ -66,6 +67,17 @@ async def _wait_status(p: Pipeline, item_id: str, status: str, within: float = 3
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{item_id} did not become {status}")
+
+
+def _patch_markers(history: WorkflowHistory) -> list[str]:
+    """The payloads of a history's markers (a patch marker holds its patch ID)."""
+    return [
+        payload.data.decode()
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        for details in e.marker_recorded_event_attributes.details.values()
+        for payload in details.payloads
+    ]
 
 
 async def _entries(p: Pipeline, cid: str, action: str) -> list[AuditEntry]:
@@ -280,13 +292,7 @@ async def test_an_image_that_lost_every_answer_in_review_is_labeled_again_not_le
 
     # The image's run went round once more, and its history replays with the current code.
     history = await p.temporal.get_workflow_handle(item_workflow_id(cid, 0)).fetch_history()
-    markers = [
-        payload.data.decode()
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-        for details in e.marker_recorded_event_attributes.details.values()
-        for payload in details.payloads
-    ]
+    markers = _patch_markers(history)
     assert any(REOPEN_UNANSWERED_PATCH in data for data in markers), markers
     await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
         history
@@ -722,13 +728,7 @@ async def test_an_image_that_stopped_on_estimates_a_refit_revises_is_reopened(
     ]
     assert scheduled.count("refit_reliability") >= 2
     assert scheduled.index("restart_items") > scheduled.index("refit_reliability")
-    patches = [
-        payload.data.decode()
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-        for details in e.marker_recorded_event_attributes.details.values()
-        for payload in details.payloads
-    ]
+    patches = _patch_markers(history)
     for patch in (FINAL_REFIT_PATCH, REFIT_GAP_PATCH):
         assert any(patch in data for data in patches), (patch, patches)
     await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
