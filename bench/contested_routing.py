@@ -87,7 +87,7 @@ Policy = Literal["fixed", "adaptive", "route"]
 @dataclass(frozen=True)
 class PullOutcome:
     outcome: Outcome
-    turned_away: int  # arrivals given nothing (route only)
+    turned_away: int  # arrivals given nothing while a contested task of theirs was open (route)
     released: int  # answers taken after the arrivals ran out (route only)
 
 
@@ -190,14 +190,15 @@ class Pull:
     def run(self) -> PullOutcome:
         turned_away = released = 0
         for worker in self.arrivals:
-            if self.policy == "route" and self.contested[worker] and self._trusted(worker):
+            held = self.policy == "route" and bool(self.contested[worker])
+            if held and self._trusted(worker):
                 position: int | None = min(
                     self.contested[worker], key=lambda p: int(self.rank[self.task_of[p]])
                 )
             else:
                 position = self._fresh(worker)
             if position is None:
-                turned_away += self.policy == "route"
+                turned_away += held  # a contested task of theirs was open, but not for them
                 continue
             self._take(position)
         for task in np.argsort(self.rank).tolist():  # the hold is over: whoever is left
