@@ -257,13 +257,15 @@ async def claim_next(
         ~held_before,
     ]
     routing = _routing(campaign)
+    trusted = True
     if routing is not None:
         least, hold = routing
         contested = Item.slots_wanted > least
-        if await _is_trusted(session, campaign_id, annotator.id):
+        trusted = await _is_trusted(session, campaign_id, annotator.id)
+        if trusted:
             item = await _first_claimable(session, [*claimable, contested])
             if item is not None:
-                return await _lease(session, annotator, campaign, item, now, contested=True)
+                return await _lease(session, annotator, campaign, item, now, routed="contested")
         else:  # contested images are held for trusted annotators until their hold is over
             claimable.append(
                 or_(
@@ -275,7 +277,12 @@ async def claim_next(
     item = await _first_claimable(session, claimable)
     if item is None:
         return None
-    return await _lease(session, annotator, campaign, item, now)
+    routed = None
+    if routing is not None and item.slots_wanted > routing[0]:
+        # A contested image found here: by a trusted annotator whose first query skipped it
+        # while another transaction held its row, or by anyone once its hold was over.
+        routed = "contested" if trusted else "hold_expired"
+    return await _lease(session, annotator, campaign, item, now, routed=routed)
 
 
 async def _first_claimable(session: AsyncSession, where: list[Any]) -> Item | None:
@@ -338,7 +345,7 @@ async def _lease(
     now: datetime,
     *,
     renew: Assignment | None = None,
-    contested: bool = False,
+    routed: str | None = None,
 ) -> Task:
     """Lease ``item`` to ``annotator`` (or renew their own run-out lease): take the slot, and
     put it on the record."""
@@ -371,7 +378,7 @@ async def _lease(
             "assignment_id": assignment.id,
             "lease_expires_at": expires.isoformat(),
             "renewed": renew is not None,
-            **({"routed": "contested"} if contested else {}),
+            **({"routed": routed} if routed else {}),
         },
     )
     return Task(assignment=assignment, item=item, resumed=False)
