@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities import audit_record
+from activities.campaign_activities import first_wanted
 from db.models import Assignment, Campaign, Consensus, Item, Response, Review, utcnow
 from quality.adaptive import (
     confusion_posterior,
@@ -298,12 +299,7 @@ class ItemActivities:
         if new: the campaign's first number of annotators, every slot free."""
         campaign = await session.get(Campaign, item.campaign_id)
         assert campaign is not None
-        redundancy = campaign.spec.get("redundancy")
-        wanted = (
-            RedundancySpec.model_validate(redundancy).min_annotators
-            if redundancy
-            else int(campaign.spec.get("annotators_per_image") or 1)
-        )
+        wanted = first_wanted(campaign) or campaign.annotators_per_image
         voided = await session.scalar(
             select(func.count()).select_from(Response).where(Response.item_id == item.id)
         )
